@@ -1,0 +1,112 @@
+"""Objects that remember how they were built, so checkpoints rebuild them without pickled code.
+
+A class deriving from ``Configurable`` records the arguments of its outermost ``__init__`` call as
+a spec ``{"class_path": ..., "init_args": {...}}`` (the same shape LightningCLI uses in YAML).
+Arguments that are themselves ``Configurable`` are stored as their specs, so a component spec
+holds its network's spec; ``instantiate`` turns a spec back into the object.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any
+
+_SPEC_ATTRIBUTE = "_configurable_spec"
+
+
+class ConfigError(ValueError):
+    """A configuration or input the user wrote is wrong; the message says what and how to fix it."""
+
+
+def class_path_of(cls: type) -> str:
+    """The dotted import path of a class, as written in ``class_path`` entries."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _to_spec_value(value: Any, owner: str, name: str) -> Any:
+    if isinstance(value, Configurable):
+        return value.spec
+    if isinstance(value, (list, tuple)):
+        return [_to_spec_value(v, owner, name) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_spec_value(v, owner, name) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"{owner} argument {name!r} has type {type(value).__name__}, which a checkpoint cannot record; "
+        "pass plain values (numbers, strings, lists, dicts) or Configurable objects."
+    )
+
+
+class Configurable:
+    """Mixin recording constructor arguments as a rebuildable spec (see module docstring)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        original_init = cls.__init__
+        signature = inspect.signature(original_init)
+
+        @functools.wraps(original_init)
+        def recording_init(self: Any, *args: Any, **kw: Any) -> None:
+            if _SPEC_ATTRIBUTE not in self.__dict__:
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                owner = type(self).__name__
+                init_args = {}
+                for name, value in list(bound.arguments.items())[1:]:
+                    kind = signature.parameters[name].kind
+                    if kind is inspect.Parameter.VAR_KEYWORD:
+                        init_args.update({k: _to_spec_value(v, owner, k) for k, v in value.items()})
+                    elif kind is inspect.Parameter.VAR_POSITIONAL:
+                        raise TypeError(f"{owner}: *args cannot be recorded in a spec")
+                    else:
+                        init_args[name] = _to_spec_value(value, owner, name)
+                object.__setattr__(
+                    self, _SPEC_ATTRIBUTE, {"class_path": class_path_of(type(self)), "init_args": init_args}
+                )
+            original_init(self, *args, **kw)
+
+        cls.__init__ = recording_init
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """``{"class_path", "init_args"}`` that ``instantiate`` turns back into an equal object."""
+        return self.__dict__[_SPEC_ATTRIBUTE]
+
+
+def import_class(class_path: str) -> type:
+    """Import ``package.module.Class``; a clear ``ConfigError`` if it does not exist."""
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(
+            f"cannot import {class_path!r} ({error}); is the package that defines it installed?"
+        ) from None
+
+
+def is_spec(value: Any) -> bool:
+    """Whether ``value`` looks like ``{"class_path": str, "init_args": dict}``."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("class_path"), str)
+        and set(value)
+        <= {
+            "class_path",
+            "init_args",
+        }
+    )
+
+
+def instantiate(spec: dict[str, Any]) -> Any:
+    """Build the object a spec describes, nested specs first."""
+    cls = import_class(spec["class_path"])
+    init_args = {
+        name: instantiate(value) if is_spec(value) else value
+        for name, value in spec.get("init_args", {}).items()
+    }
+    return cls(**init_args)

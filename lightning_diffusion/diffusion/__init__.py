@@ -1,0 +1,41 @@
+"""The diffusion math, free of Lightning: noise process, parameterisations, loss and samplers."""
+
+from lightning_diffusion.diffusion.loss import diffusion_loss, loss_weight, noised
+from lightning_diffusion.diffusion.noise import randn, sample_generators, sample_seed
+from lightning_diffusion.diffusion.parameterization import (
+    PREDICTIONS,
+    denoised_from_output,
+    denoised_from_score,
+    eps_from_denoised,
+    score_from_denoised,
+)
+from lightning_diffusion.diffusion.samplers import (
+    SAMPLERS,
+    ddim,
+    ddpm,
+    heun,
+    network_evaluations,
+    run_sampler,
+)
+from lightning_diffusion.diffusion.schedule import CosineSchedule
+
+__all__ = [
+    "PREDICTIONS",
+    "SAMPLERS",
+    "CosineSchedule",
+    "ddim",
+    "ddpm",
+    "denoised_from_output",
+    "denoised_from_score",
+    "diffusion_loss",
+    "eps_from_denoised",
+    "heun",
+    "loss_weight",
+    "network_evaluations",
+    "noised",
+    "randn",
+    "run_sampler",
+    "sample_generators",
+    "sample_seed",
+    "score_from_denoised",
+]

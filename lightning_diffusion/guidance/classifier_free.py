@@ -1,0 +1,36 @@
+"""Classifier-free guidance (Ho & Salimans 2021) in the project's scale convention.
+
+Scores are affine in D with coefficients that depend only on (z, t) (Tweedie), so
+  grad ln P~(z|x) = s grad ln P_t(z|x) - (s - 1) grad ln P_t(z|∅)
+is the same combination of denoised estimates: D~ = D(z|∅) + s (D(z|x) - D(z|∅)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, concat_conditions
+
+
+class ClassifierFree(Guidance):
+    """CFG at scale ``s``: conditional and null condition in one batched forward pass.
+
+    At s = 1 (conditional) and s = 0 (unconditional) only one of the two is needed: one pass."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = float(scale)
+
+    def __call__(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Tensor:
+        if self.scale == 1.0:
+            return model.denoise(z, t, cond)
+        null = model.null_condition(z.shape[0], z.device)
+        if self.scale == 0.0:
+            return model.denoise(z, t, null)
+        both = model.denoise(torch.cat([z, z]), torch.cat([t, t]), concat_conditions(cond, null))
+        conditional, unconditional = both.chunk(2)
+        return unconditional.lerp(conditional, self.scale)
+
+    def forward_passes(self) -> int:
+        """Network evaluations per denoiser call (batched conditional + null counts as two)."""
+        return 1 if self.scale in (0.0, 1.0) else 2

@@ -1,0 +1,6 @@
+"""Denoising and encoding networks."""
+
+from lightning_diffusion.nets.encoder import EncoderUNet
+from lightning_diffusion.nets.unet import UNet
+
+__all__ = ["EncoderUNet", "UNet"]

@@ -1,0 +1,63 @@
+"""Train any lightning-diffusion component from YAML with Lightning's CLI.
+
+    python train.py fit --config configs/digits/denoiser.yaml
+    python train.py fit --config configs/digits/denoiser.yaml --trainer.max_epochs 5 --model.init_args.lr 1e-3
+    python train.py fit --config configs/digits/denoiser.yaml --ckpt_path last      # resume
+    python train.py fit --config configs/digits/denoiser.yaml --print_config
+
+Checkpoints go to ``<trainer.default_root_dir>/checkpoints/`` (with ``last.ckpt``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_diffusion.components import Component
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.data import DiffusionDataModule
+from lightning_diffusion.registry import discover
+
+
+def checkpoint_dir(default_root_dir: str | None) -> str:
+    """Where checkpoints of a run live: ``<default_root_dir>/checkpoints``."""
+    return str(Path(default_root_dir or ".") / "checkpoints")
+
+
+class DiffusionCLI(LightningCLI):
+    """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch:04d}-step{step:07d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> DiffusionCLI:
+    """Build the CLI (importing every registered component first, so short class names resolve)."""
+    discover()
+    return DiffusionCLI(
+        Component,
+        DiffusionDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
