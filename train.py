@@ -37,6 +37,7 @@ class DiffusionCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "epoch{epoch:04d}-step{step:07d}",
                 "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.enable_version_counter": False,  # a resumed run updates last.ckpt itself
             }
         )
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)

@@ -1,5 +1,6 @@
 """Lightning callbacks of lightning-diffusion (EMA is Lightning's own ``EMAWeightAveraging``)."""
 
+from callbacks.guidance_sweep import GuidanceSweep
 from callbacks.sample_grid import SampleGrid
 
-__all__ = ["SampleGrid"]
+__all__ = ["GuidanceSweep", "SampleGrid"]

@@ -1,7 +1,7 @@
 """``python -m lightning_diffusion``: list components, or sample a class-by-scale grid from a checkpoint.
 
-    python -m lightning_diffusion components
-    python -m lightning_diffusion sample runs/demo/checkpoints/last.ckpt --out runs/demo --scales 0 1 2 3 5
+python -m lightning_diffusion components
+python -m lightning_diffusion sample runs/demo/checkpoints/last.ckpt --out runs/demo --scales 0 1 2 3 5
 """
 
 from __future__ import annotations
@@ -32,10 +32,20 @@ def sample_grid(args: argparse.Namespace) -> None:
 
     model = load_component(args.checkpoint, kind="denoiser")
     if model.num_classes is None:
-        raise ConfigError("this denoiser is unconditional; a class-by-scale grid needs a class-conditional one.")
+        raise ConfigError(
+            "this denoiser is unconditional; a class-by-scale grid needs a class-conditional one."
+        )
     classes = list(range(model.num_classes))
-    samples = class_scale_samples(model, classes, args.scales, per_class=args.per_class, sampler=args.sampler,
-                                  steps=args.steps, seed=args.seed, progress=True)
+    samples = class_scale_samples(
+        model,
+        classes,
+        args.scales,
+        per_class=args.per_class,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        progress=True,
+    )
     out = Path(args.out)
     grid_path = save_grid(grid_image(samples, args.per_class), out / "samples.png")
     labels = torch.tensor(classes).repeat_interleave(args.per_class)
@@ -50,8 +60,10 @@ def sample_grid(args: argparse.Namespace) -> None:
         if hparams is None:
             raise ConfigError("the checkpoint does not record its data module; cannot check labels.")
         classifier = fit_pixel_classifier(DiffusionDataModule.from_hparams(hparams))
-        print(f"label accuracy by a pixel classifier trained on real data "
-              f"(its own test accuracy {classifier.test_accuracy:.1%}):")
+        print(
+            f"label accuracy by a pixel classifier trained on real data "
+            f"(its own test accuracy {classifier.test_accuracy:.1%}):"
+        )
         for scale, images in samples.items():
             print(f"  s = {scale:<4g} {classifier.accuracy(images, labels):.1%}")
 
@@ -60,17 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightning_diffusion", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("components", help="list registered components: kind, name, class path")
-    grid = commands.add_parser("sample", help="sample a class-by-guidance-scale grid from a denoiser checkpoint")
+    grid = commands.add_parser(
+        "sample", help="sample a class-by-guidance-scale grid from a denoiser checkpoint"
+    )
     grid.add_argument("checkpoint", help="denoiser checkpoint (.ckpt)")
     grid.add_argument("--out", default="runs/samples", help="output folder")
-    grid.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 5.0],
-                      help="guidance scales s (1 = conditional, 0 = unconditional)")
+    grid.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0, 2.0, 3.0, 5.0],
+        help="guidance scales s (1 = conditional, 0 = unconditional)",
+    )
     grid.add_argument("--per_class", type=int, default=10, help="samples per class and scale")
     grid.add_argument("--sampler", default="ddim", help="ddim, ddpm or heun")
     grid.add_argument("--steps", type=int, default=50)
     grid.add_argument("--seed", type=int, default=0)
-    grid.add_argument("--check_labels", action="store_true",
-                      help="report the fraction labelled as their class by a classifier trained on real data")
+    grid.add_argument(
+        "--check_labels",
+        action="store_true",
+        help="report the fraction labelled as their class by a classifier trained on real data",
+    )
     return parser
 
 

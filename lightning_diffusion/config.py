@@ -102,11 +102,19 @@ def is_spec(value: Any) -> bool:
     )
 
 
+def _from_spec_value(value: Any) -> Any:
+    """Inverse of ``_to_spec_value``: specs (also inside lists and dicts) become objects again."""
+    if is_spec(value):
+        return instantiate(value)
+    if isinstance(value, list):
+        return [_from_spec_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _from_spec_value(v) for k, v in value.items()}
+    return value
+
+
 def instantiate(spec: dict[str, Any]) -> Any:
-    """Build the object a spec describes, nested specs first."""
+    """Build the object a spec describes, nested specs first (also those inside lists and dicts)."""
     cls = import_class(spec["class_path"])
-    init_args = {
-        name: instantiate(value) if is_spec(value) else value
-        for name, value in spec.get("init_args", {}).items()
-    }
+    init_args = {name: _from_spec_value(value) for name, value in spec.get("init_args", {}).items()}
     return cls(**init_args)

@@ -51,3 +51,12 @@ def save_grid(image: Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(image, path)
     return path
+
+
+def sorted_grid(images: Tensor, labels: Tensor, columns: int = 8) -> Tensor:
+    """A (C, H, W) image in [0, 1] of samples ordered by label (same-class samples side by side)."""
+    order = labels.argsort(stable=True)
+    cells = images[order]
+    factor = max(1, -(-MIN_CELL_PIXELS // cells.shape[-1]))
+    cells = F.interpolate(cells, scale_factor=factor, mode="nearest")
+    return make_grid((cells + 1) / 2, nrow=columns, padding=2, pad_value=1.0)

@@ -113,7 +113,19 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many kinds for a corrupt or foreign file
-        raise ConfigError(f"cannot read checkpoint {str(path)!r}: {error}") from None
+        # torch's weights-only messages run to several paragraphs advising weights_only=False: keep one line
+        text = str(error).strip()
+        if "Unsupported global" in text:
+            reason = "it holds pickled Python objects, which lightning-diffusion checkpoints never contain"
+        else:
+            detail = type(error).__name__
+            first_line = text.splitlines()[0] if text else ""
+            if first_line and "weights only" not in first_line.lower():
+                detail += f": {first_line}"
+            reason = f"it is not a PyTorch checkpoint or it is damaged ({detail})"
+        raise ConfigError(
+            f"cannot read checkpoint {str(path)!r}: {reason}; pass a checkpoint written by train.py."
+        ) from None
 
 
 def checkpoint_kind(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import randn, run_sampler, sample_generators
-from lightning_diffusion.guidance import ClassifierFree, Guidance, GuidedDenoiser
+from lightning_diffusion.guidance import ClassifierFree, Condition, Guidance, GuidedDenoiser
 from lightning_diffusion.registry import load_component
 
 
@@ -39,6 +40,43 @@ def _labels_for(model: Denoiser, labels: Sequence[int] | Tensor | None, n: int |
     if n is not None and n != labels.numel():
         raise ConfigError(f"n={n} disagrees with the {labels.numel()} labels given; pass one of them.")
     return labels
+
+
+class CountingModel:
+    """Proxy that counts the rows a model denoises, to report network evaluations per sample (NFE)."""
+
+    def __init__(self, model: Denoiser) -> None:
+        self.model = model
+        self.rows = 0
+
+    def denoise(self, z: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+        self.rows += z.shape[0]
+        return self.model.denoise(z, t, cond)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def draw_labels(generators: Sequence[torch.Generator], num_classes: int) -> Tensor:
+    """One uniformly random label per sample, each from its own generator (drawn before its noise)."""
+    return torch.cat([torch.randint(num_classes, (1,), generator=g, device=g.device) for g in generators])
+
+
+def generate(
+    model: Denoiser | CountingModel,
+    guidance: Guidance,
+    generators: Sequence[torch.Generator],
+    cond: Condition,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+) -> Tensor:
+    """One batch: sample i starts from noise of generator i and draws its sampler noise from it too."""
+    device = next(model.parameters()).device
+    noise = randn(generators, model.image_shape).to(device)
+    return run_sampler(
+        sampler, GuidedDenoiser(model, guidance, cond), noise, model.schedule, steps, generators, eta
+    )
 
 
 @torch.no_grad()
@@ -74,10 +112,8 @@ def sample(
     ):
         stop = min(start + batch_size, total)
         generators = sample_generators(seed, range(first_index + start, first_index + stop), device)
-        noise = randn(generators, model.image_shape).to(device)
         cond = {} if labels is None else {"label": labels[start:stop].to(device)}
-        denoise = GuidedDenoiser(model, guidance, cond)
-        batches.append(run_sampler(sampler, denoise, noise, model.schedule, steps, generators, eta=eta).cpu())
+        batches.append(generate(model, guidance, generators, cond, sampler, steps, eta).cpu())
     return torch.cat(batches).clamp(-1, 1)
 
 

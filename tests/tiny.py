@@ -21,17 +21,19 @@ def tiny_unet(cond_dim: int | None = COND_DIM) -> UNet:
     return UNet(in_channels=1, channels=(8, 16), num_res_blocks=1, cond_dim=cond_dim)
 
 
-def tiny_denoiser(num_classes: int | None = 10, perturb: bool = True, seed: int = 0, **kwargs: Any) -> Denoiser:
-    """An untrained tiny denoiser on 1x8x8 images; ``perturb`` gives its zero-initialised output layer
-    random weights so that D depends on the network (and on the label)."""
+def tiny_denoiser(
+    num_classes: int | None = 10, perturb: bool = True, seed: int = 0, **kwargs: Any
+) -> Denoiser:
+    """An untrained tiny denoiser on 1x8x8 images; ``perturb`` adds noise to every parameter so that the
+    zero-initialised layers (output, residual branches) stop hiding the network and the label."""
     torch.manual_seed(seed)
     net = tiny_unet(COND_DIM if num_classes is not None else None)
     model = Denoiser(net, image_shape=(1, 8, 8), num_classes=num_classes, **kwargs)
     if perturb:
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for parameter in model.net.out[-1].parameters():
-                parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+            for parameter in model.parameters():
+                parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
     return model
 
 

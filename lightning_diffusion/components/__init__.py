@@ -2,5 +2,7 @@
 
 from lightning_diffusion.components.base import Component
 from lightning_diffusion.components.denoiser import Denoiser
+from lightning_diffusion.components.evaluator import Evaluator
+from lightning_diffusion.components.noisy_classifier import NoisyClassifier
 
-__all__ = ["Component", "Denoiser"]
+__all__ = ["Component", "Denoiser", "Evaluator", "NoisyClassifier"]

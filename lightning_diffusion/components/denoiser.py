@@ -7,20 +7,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
-from lightning_diffusion.components.base import Component
-from lightning_diffusion.config import ConfigError, Configurable
+from lightning_diffusion.components.base import Component, QuartileMeans, adamw_with_warmup, check_network
+from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, denoised_from_output, diffusion_loss
 from lightning_diffusion.diffusion.parameterization import check_prediction
 from lightning_diffusion.registry import register
-
-QUARTILES = 4
-
-
-def warmup_lambda(warmup_steps: int):
-    """Learning-rate factor that rises linearly to 1 over ``warmup_steps`` optimizer steps."""
-    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
 @register("denoiser")
@@ -47,11 +39,7 @@ class Denoiser(Component):
         warmup_steps: int = 200,
     ) -> None:
         super().__init__()
-        if not isinstance(net, Configurable):
-            raise ConfigError(
-                f"the network {type(net).__name__} must derive from lightning_diffusion.config.Configurable "
-                "so checkpoints can rebuild it."
-            )
+        check_network(net)
         if not 0.0 <= p_uncond <= 1.0:
             raise ConfigError(f"p_uncond is a probability and must lie in [0, 1], got {p_uncond}.")
         cond_dim = getattr(net, "cond_dim", None)
@@ -74,7 +62,7 @@ class Denoiser(Component):
         self.schedule = schedule or CosineSchedule()
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
         self.label_embedding = None if num_classes is None else nn.Embedding(num_classes + 1, cond_dim)
-        self.val_loss = nn.ModuleList(MeanMetric() for _ in range(QUARTILES + 1))
+        self.val_loss = QuartileMeans("val/loss")
         self.save_hyperparameters(self.spec["init_args"])
 
     @property
@@ -137,38 +125,14 @@ class Denoiser(Component):
         generator = torch.Generator(device=batch["image"].device).manual_seed(batch_idx)
         cond = {"label": batch["label"]} if self.num_classes is not None else {}
         losses, t = self._losses(batch, cond, generator)
-        quartile = (t * QUARTILES).long().clamp(max=QUARTILES - 1)
-        self.val_loss[QUARTILES].update(losses)
-        for q in range(QUARTILES):
-            selected = losses[quartile == q]
-            if selected.numel():
-                self.val_loss[q].update(selected)
+        self.val_loss.update(losses, t)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/loss", self.val_loss[QUARTILES].compute(), prog_bar=True, sync_dist=False)
-        for q in range(QUARTILES):
-            self.log(f"val/loss_q{q}", self.val_loss[q].compute())
-        for metric in self.val_loss:
-            metric.reset()
+        self.log_quartile_means(self.val_loss)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(self.warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_warmup(self, self.lr, self.weight_decay, self.warmup_steps)
 
     def on_fit_start(self) -> None:
         """Refuse a data module whose images or classes do not match this model's configuration."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "image_shape"):
-            return
-        if tuple(datamodule.image_shape) != self.image_shape:
-            raise ConfigError(
-                f"the data yields images of shape {tuple(datamodule.image_shape)} but the model is "
-                "configured "
-                f"for {self.image_shape}; set model.init_args.image_shape to {list(datamodule.image_shape)}."
-            )
-        if self.num_classes is not None and datamodule.num_classes != self.num_classes:
-            raise ConfigError(
-                f"the data has {datamodule.num_classes} classes but the model is configured for "
-                f"{self.num_classes}; set model.init_args.num_classes to {datamodule.num_classes}."
-            )
+        self.check_datamodule(self.image_shape, self.num_classes)

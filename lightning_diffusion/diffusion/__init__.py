@@ -11,6 +11,7 @@ from lightning_diffusion.diffusion.parameterization import (
 )
 from lightning_diffusion.diffusion.samplers import (
     SAMPLERS,
+    check_sampler,
     ddim,
     ddpm,
     heun,
@@ -23,6 +24,7 @@ __all__ = [
     "PREDICTIONS",
     "SAMPLERS",
     "CosineSchedule",
+    "check_sampler",
     "ddim",
     "ddpm",
     "denoised_from_output",

@@ -1,6 +1,34 @@
 """Guidance methods behind one interface (``Guidance``), composable with any diffusion model."""
 
-from lightning_diffusion.guidance.base import Condition, Guidance, GuidedDenoiser, concat_conditions
+from lightning_diffusion.guidance.autoguidance import AutoGuidance
+from lightning_diffusion.guidance.base import (
+    Condition,
+    DiffusionModel,
+    Guidance,
+    Guided,
+    GuidedDenoiser,
+    concat_conditions,
+)
+from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
+from lightning_diffusion.guidance.factory import METHODS, build_guidance
+from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
 
-__all__ = ["ClassifierFree", "Condition", "Guidance", "GuidedDenoiser", "concat_conditions"]
+__all__ = [
+    "METHODS",
+    "AutoGuidance",
+    "CFGRescale",
+    "ClassifierFree",
+    "ClassifierGuidance",
+    "Condition",
+    "DiffusionModel",
+    "DynamicThresholding",
+    "Guidance",
+    "GuidanceInterval",
+    "Guided",
+    "GuidedDenoiser",
+    "Modifier",
+    "NoisyClassifier",
+    "build_guidance",
+    "concat_conditions",
+]

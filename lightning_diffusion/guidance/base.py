@@ -1,28 +1,40 @@
 """The guidance interface: turn a diffusion model, a condition and a scale into a guided estimate D.
 
-A guided model is what samplers see: ``GuidedDenoiser(model, guidance, cond)`` is a ``(z, t) -> D``
-callable. Guidance methods share one scale convention (DESIGN.md): s = 1 is plain conditional
-sampling, s = 0 unconditional / unguided, s > 1 guided.
+A method's ``guide`` returns the guided D together with its reference, the unguided conditional D
+(s = 1), which modifiers such as CFG rescale need; ``__call__`` returns the guided D alone.
+``GuidedDenoiser(model, guidance, cond)`` is the ``(z, t) -> D`` callable samplers take. All methods
+share one scale convention (DESIGN.md): s = 1 plain conditional, s = 0 unconditional / unguided, s > 1 guided.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
+
+from lightning_diffusion.diffusion import CosineSchedule
 
 Condition = Mapping[str, Any]
 
 
 class DiffusionModel(Protocol):
-    """What guidance needs of a model: the denoised estimate and a null condition."""
+    """What guidance needs of a model: its noise schedule, the denoised estimate and a null condition."""
+
+    schedule: CosineSchedule
 
     def denoise(self, z: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor: ...
 
     def null_condition(self, batch_size: int, device: torch.device) -> Condition: ...
+
+
+class Guided(NamedTuple):
+    """A guided estimate and its reference (the unguided conditional D; None where it was not computed)."""
+
+    denoised: Tensor
+    reference: Tensor | None
 
 
 def concat_conditions(first: Condition, second: Condition) -> dict[str, Any]:
@@ -41,8 +53,11 @@ class Guidance(ABC):
     """One guidance method. ``reset`` clears per-run state (e.g. momentum) before each sampling run."""
 
     @abstractmethod
+    def guide(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
+        """The guided denoised estimate at (z, t) for ``cond``, with its unguided reference."""
+
     def __call__(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Tensor:
-        """The guided denoised estimate at (z, t) for condition ``cond``."""
+        return self.guide(model, z, t, cond).denoised
 
     def reset(self) -> None:  # noqa: B027 - stateless methods keep this no-op
         """Forget state from a previous sampling run; stateless methods need nothing."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, concat_conditions
+from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided, concat_conditions
 
 
 class ClassifierFree(Guidance):
@@ -21,16 +21,13 @@ class ClassifierFree(Guidance):
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = float(scale)
 
-    def __call__(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Tensor:
+    def guide(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
         if self.scale == 1.0:
-            return model.denoise(z, t, cond)
+            conditional = model.denoise(z, t, cond)
+            return Guided(conditional, conditional)
         null = model.null_condition(z.shape[0], z.device)
         if self.scale == 0.0:
-            return model.denoise(z, t, null)
+            return Guided(model.denoise(z, t, null), None)
         both = model.denoise(torch.cat([z, z]), torch.cat([t, t]), concat_conditions(cond, null))
         conditional, unconditional = both.chunk(2)
-        return unconditional.lerp(conditional, self.scale)
-
-    def forward_passes(self) -> int:
-        """Network evaluations per denoiser call (batched conditional + null counts as two)."""
-        return 1 if self.scale in (0.0, 1.0) else 2
+        return Guided(unconditional.lerp(conditional, self.scale), conditional)

@@ -32,7 +32,9 @@ class PixelClassifier:
         return float((self.predict(images) == labels.numpy()).mean())
 
 
-def fit_pixel_classifier(datamodule: DiffusionDataModule, max_train: int = 10000, seed: int = 0) -> PixelClassifier:
+def fit_pixel_classifier(
+    datamodule: DiffusionDataModule, max_train: int = 10000, seed: int = 0
+) -> PixelClassifier:
     """Fit on (up to ``max_train`` of) the train split; report accuracy on the test split."""
     images = datamodule.real_images("train")
     labels = datamodule.labels("train")

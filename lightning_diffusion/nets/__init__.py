@@ -1,6 +1,7 @@
 """Denoising and encoding networks."""
 
+from lightning_diffusion.nets.classifier import ConvClassifier
 from lightning_diffusion.nets.encoder import EncoderUNet
 from lightning_diffusion.nets.unet import UNet
 
-__all__ = ["EncoderUNet", "UNet"]
+__all__ = ["ConvClassifier", "EncoderUNet", "UNet"]

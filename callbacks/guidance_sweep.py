@@ -1,0 +1,73 @@
+"""GuidanceSweep: run the guidance sweep of ``evaluate.py`` during training, every N epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import WandbLogger
+
+from lightning_diffusion.metrics import EvaluatorFeatures
+from lightning_diffusion.registry import load_component
+from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
+from lightning_diffusion.sweep_logging import log_sweep_summary, wandb_row_logger
+
+
+class GuidanceSweep(pl.Callback):
+    """Every ``every_n_epochs`` validations, sweep the model being trained with the same code as
+    ``evaluate.py`` (DDP-sharded over the trainer's ranks) into ``<default_root_dir>/sweeps/epoch<E>/``
+    and log the table, plots and grids to W&B. It samples with the weights validation uses, so list it
+    before the EMA callback. ``settings`` take the fields of ``SweepSettings``."""
+
+    def __init__(
+        self,
+        evaluator: str,
+        every_n_epochs: int = 10,
+        classifier: str | None = None,
+        guide: str | None = None,
+        cache_dir: str = "runs/.reference_cache",
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.evaluator_path, self.classifier_path, self.guide_path = evaluator, classifier, guide
+        self.every_n_epochs = every_n_epochs
+        self.cache_dir = cache_dir
+        self.settings = SweepSettings(**{"num_samples": 200, "real_split": "val", **(settings or {})})
+        self.settings.validate()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        device = pl_module.device
+        evaluator = load_component(self.evaluator_path, kind="evaluator", map_location=device)
+        classifier = guide = None
+        if self.classifier_path is not None:
+            classifier = load_component(self.classifier_path, kind="noisy_classifier", map_location=device)
+        if self.guide_path is not None:
+            guide = load_component(self.guide_path, kind="denoiser", map_location=device)
+        models = SweepModels(
+            pl_module,
+            EvaluatorFeatures(evaluator, f"evaluator:{Path(self.evaluator_path).resolve()}"),
+            classifier,
+            guide,
+            evaluator.num_classes,
+        )
+        datamodule = trainer.datamodule
+        out = Path(trainer.default_root_dir) / "sweeps" / f"epoch{trainer.current_epoch:04d}"
+        wandb_runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        run = wandb_runs[0] if wandb_runs and trainer.is_global_zero else None
+        was_training = pl_module.training
+        pl_module.eval()
+        rows = run_sweep(
+            models,
+            self.settings,
+            out,
+            real_images=lambda n: datamodule.real_images(self.settings.real_split, n),
+            reference_id=datamodule.reference_id(),
+            cache_dir=self.cache_dir,
+            log_row=wandb_row_logger(run) if run is not None else None,
+            progress=False,
+        )
+        pl_module.train(was_training)
+        if run is not None:
+            log_sweep_summary(run, rows, out)

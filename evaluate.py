@@ -1,0 +1,160 @@
+"""Guidance sweeps from checkpoints: diversity-quality curves for every method and scale.
+
+    python evaluate.py --config configs/digits/sweep.yaml \
+        --denoiser runs/digits/denoiser/checkpoints/last.ckpt \
+        --evaluator runs/digits/evaluator/checkpoints/last.ckpt --out runs/digits/sweep
+    python evaluate.py ... --methods '[cfg,classifier]' --classifier PATH --scales '[0,1,2,4]' \
+        --num_samples 1000
+    python evaluate.py ... --devices 2        # DDP through Lightning (CPU gloo here, GPUs elsewhere)
+
+Writes sweep.json, sweep.csv, curves.png and grid_<method>_s<scale>.png into --out (and with
+--save_samples the samples as npz); a re-run with the same --out skips finished rows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.sweep import SweepSettings
+
+
+def build_parser() -> ArgumentParser:
+    """The evaluate.py options: checkpoints, output folder, sweep settings, processes."""
+    parser = ArgumentParser(description=__doc__.split("\n")[0], default_meta=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
+    parser.add_argument("--denoiser", type=str, required=True, help="denoiser checkpoint")
+    parser.add_argument("--evaluator", type=str | None, default=None, help="evaluator checkpoint (features)")
+    parser.add_argument(
+        "--inception_weights",
+        type=str | None,
+        default=None,
+        help="use Inception-V3 features from this local torch-fidelity weights file instead",
+    )
+    parser.add_argument(
+        "--classifier", type=str | None, default=None, help="noisy classifier (method classifier)"
+    )
+    parser.add_argument(
+        "--guide", type=str | None, default=None, help="weaker denoiser (method autoguidance)"
+    )
+    parser.add_argument("--out", type=str, required=True, help="output folder")
+    parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False)
+    parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
+    parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--cache_dir", type=str, default="runs/.reference_cache", help="real-feature cache")
+    parser.add_argument("--wandb", type=bool, default=True, help="log to W&B (offline without an API key)")
+    parser.add_argument("--project", type=str, default="lightning-diffusion", help="W&B project")
+    return parser
+
+
+def load_models(args: Any, device: Any) -> tuple[Any, Any]:
+    """The sweep's components on ``device`` and the denoiser's data module (for real reference images)."""
+    from lightning_diffusion.data import DiffusionDataModule
+    from lightning_diffusion.metrics import EvaluatorFeatures, InceptionFeatures
+    from lightning_diffusion.registry import load_component, read_checkpoint
+    from lightning_diffusion.sweep import SweepModels
+
+    denoiser = load_component(args.denoiser, kind="denoiser", map_location=device)
+    hparams = read_checkpoint(args.denoiser).get("datamodule_hyper_parameters")
+    if hparams is None:
+        raise ConfigError(
+            f"{args.denoiser} does not record the data it was trained on; cannot pick real images."
+        )
+    if args.inception_weights is not None:
+        extractor, num_classes = InceptionFeatures(args.inception_weights), None
+    elif args.evaluator is not None:
+        evaluator = load_component(args.evaluator, kind="evaluator", map_location=device)
+        extractor = EvaluatorFeatures(evaluator, f"evaluator:{Path(args.evaluator).resolve()}")
+        num_classes = evaluator.num_classes
+    else:
+        raise ConfigError(
+            "the sweep needs features for its metrics: pass --evaluator PATH (train one with "
+            "python train.py fit --config configs/<data>/evaluator.yaml) or --inception_weights PATH."
+        )
+    classifier = guide = None
+    if args.classifier is not None:
+        classifier = load_component(args.classifier, kind="noisy_classifier", map_location=device)
+    if args.guide is not None:
+        guide = load_component(args.guide, kind="denoiser", map_location=device)
+    num_classes = num_classes or denoiser.num_classes or getattr(classifier, "num_classes", None)
+    if num_classes is None:
+        raise ConfigError(
+            "cannot tell the number of classes: pass an --evaluator or a class-conditional model."
+        )
+    models = SweepModels(denoiser, extractor, classifier, guide, num_classes)
+    return models, DiffusionDataModule.from_hparams(hparams)
+
+
+def start_wandb(args: Any, settings: SweepSettings) -> Any:
+    """A W&B run in the output folder, offline unless an API key is configured."""
+    import wandb
+
+    from lightning_diffusion.loggers import wandb_api_key_available
+
+    mode = (
+        "disabled"
+        if os.environ.get("WANDB_MODE") == "disabled"
+        else ("online" if wandb_api_key_available() else "offline")
+    )
+    return wandb.init(
+        project=args.project,
+        dir=args.out,
+        mode=mode,
+        job_type="sweep",
+        config={**vars(settings), "denoiser": args.denoiser, "evaluator": args.evaluator},
+    )
+
+
+def run(args: Any) -> list[dict[str, Any]]:
+    """Launch the processes (Lightning Fabric), load the components and run the sweep on every rank."""
+    import torch
+    from lightning.fabric import Fabric
+
+    from lightning_diffusion.sweep import run_sweep
+    from lightning_diffusion.sweep_logging import log_sweep_summary, wandb_row_logger
+
+    settings = SweepSettings(**{name: args[name] for name in SweepSettings.__dataclass_fields__})
+    settings.validate()
+    if args.devices < 1:
+        raise ConfigError(f"--devices must be at least 1, got {args.devices}.")
+    fabric = Fabric(
+        accelerator=args.accelerator, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto"
+    )
+    fabric.launch()
+    if fabric.device.type == "cpu" and args.devices > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
+    models, datamodule = load_models(args, fabric.device)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
+    rows = run_sweep(
+        models,
+        settings,
+        args.out,
+        real_images=lambda n: datamodule.real_images(settings.real_split, n),
+        reference_id=datamodule.reference_id(),
+        cache_dir=args.cache_dir,
+        log_row=wandb_row_logger(wandb_run) if wandb_run is not None else None,
+    )
+    if wandb_run is not None:
+        log_sweep_summary(wandb_run, rows, Path(args.out))
+        wandb_run.finish()
+    if fabric.global_rank == 0:
+        print(f"sweep table: {Path(args.out) / 'sweep.csv'}; curves: {Path(args.out) / 'curves.png'}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Build a guidance method and its modifiers from names and numbers (what configs and the CLI hold)."""
+
+from __future__ import annotations
+
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.guidance.autoguidance import AutoGuidance, Denoising
+from lightning_diffusion.guidance.base import Guidance
+from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
+from lightning_diffusion.guidance.classifier_free import ClassifierFree
+from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval
+
+METHODS = ("cfg", "classifier", "autoguidance", "cfg_interval")
+
+
+def _method(
+    method: str,
+    scale: float,
+    classifier: NoisyClassifier | None,
+    guide_model: Denoising | None,
+    interval: tuple[float, float] | None,
+) -> Guidance:
+    if method not in METHODS:
+        raise ConfigError(f"unknown guidance method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method == "classifier":
+        if classifier is None:
+            raise ConfigError(
+                "classifier guidance needs a noisy classifier: pass --classifier PATH "
+                "(a noisy_classifier checkpoint)."
+            )
+        return ClassifierGuidance(classifier, scale)
+    if method == "autoguidance":
+        if guide_model is None:
+            raise ConfigError(
+                "autoguidance needs a guide model: pass --guide PATH (a smaller or less-trained denoiser "
+                "checkpoint)."
+            )
+        return AutoGuidance(guide_model, scale)
+    if method == "cfg_interval" and interval is None:
+        raise ConfigError(
+            "cfg_interval needs the noise-level interval (sigma_min, sigma_max] in which to guide, "
+            "e.g. --interval '[0.28,2.9]' (EDM noise levels sigma/alpha)."
+        )
+    return ClassifierFree(scale)
+
+
+def build_guidance(
+    method: str,
+    scale: float,
+    *,
+    classifier: NoisyClassifier | None = None,
+    guide_model: Denoising | None = None,
+    interval: tuple[float, float] | None = None,
+    rescale: float | None = None,
+    threshold: float | None = None,
+) -> Guidance:
+    """The guidance ``method`` at ``scale`` (one of ``METHODS``), wrapped in the modifiers asked for.
+
+    ``rescale`` is CFG rescale's phi, ``threshold`` dynamic thresholding's percentile, ``interval`` the
+    noise levels (sigma_min, sigma_max] where guidance acts (any method; required by ``cfg_interval``).
+    Rescale acts on the guided D, thresholding on the result, and the interval outermost, so steps outside
+    it cost one plain conditional pass."""
+    guidance = _method(method, scale, classifier, guide_model, interval)
+    if rescale is not None:
+        guidance = CFGRescale(guidance, rescale)
+    if threshold is not None:
+        guidance = DynamicThresholding(guidance, threshold)
+    if interval is not None:
+        guidance = GuidanceInterval(guidance, *interval)
+    return guidance

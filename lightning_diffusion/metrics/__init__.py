@@ -1,0 +1,6 @@
+"""Sample-quality metrics (FID, IS, precision/recall, class accuracy) and their feature extractors."""
+
+from lightning_diffusion.metrics.features import EvaluatorFeatures, FeatureExtractor, InceptionFeatures
+from lightning_diffusion.metrics.sample_metrics import SampleMetrics
+
+__all__ = ["EvaluatorFeatures", "FeatureExtractor", "InceptionFeatures", "SampleMetrics"]

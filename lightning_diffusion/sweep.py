@@ -1,0 +1,305 @@
+"""The guidance sweep: for each method and scale, N samples, their metrics, one row.
+
+Sample i draws its label, initial noise and sampler noise from a generator seeded by (seed, i), so
+rows do not depend on the batch size or the number of processes, and every scale sees the same
+noise (common random numbers). Ranks take samples i = rank, rank + W, ...; metric states are reduced
+over ranks. Rows are written as each scale finishes (atomically); a re-run with the same output
+folder skips finished rows. Real-data reference features are cached on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lightning_diffusion import distributed
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.diffusion import check_sampler, sample_generators
+from lightning_diffusion.grid import save_grid, sorted_grid
+from lightning_diffusion.guidance.factory import METHODS, build_guidance
+from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
+from lightning_diffusion.samples_io import save_npz, scale_tag
+from lightning_diffusion.sampling import CountingModel, draw_labels, generate
+
+ROW_KEYS = (
+    "method",
+    "scale",
+    "fid",
+    "inception_score",
+    "precision",
+    "recall",
+    "class_accuracy",
+    "nfe",
+    "seconds",
+)
+
+
+@dataclass
+class SweepSettings:
+    """What a sweep runs: methods x scales, N samples each, sampler and seeds."""
+
+    methods: list[str] = field(default_factory=lambda: ["cfg"])
+    scales: list[float] | dict[str, list[float]] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
+    num_samples: int = 500
+    batch_size: int = 100
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    seed: int = 0
+    num_real: int | None = None
+    real_split: str = "test"
+    interval: list[float] | None = None  # noise levels (sigma_min, sigma_max] of the cfg_interval method
+    rescale: float | None = None
+    threshold: float | None = None
+    save_samples: bool = False
+    grid_size: int = 64
+
+    def scales_for(self, method: str) -> list[float]:
+        """The scales of one method: ``scales`` is one list for all methods or a dict per method."""
+        return list(self.scales.get(method, []) if isinstance(self.scales, dict) else self.scales)
+
+    def validate(self) -> None:
+        """Refuse settings that cannot make a sweep, with the fix in the message."""
+        if not self.methods:
+            raise ConfigError(f"the list of methods is empty; choose from {', '.join(METHODS)}.")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"unknown guidance method(s) {unknown}; choose from {', '.join(METHODS)}.")
+        if self.num_samples < 2:
+            raise ConfigError(
+                f"num_samples must be at least 2 (FID needs two samples), got {self.num_samples}."
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")
+        if self.num_real is not None and self.num_real < 2:
+            raise ConfigError(f"num_real must be at least 2, got {self.num_real}.")
+        for method in self.methods:
+            if not self.scales_for(method):
+                raise ConfigError(
+                    f"the list of guidance scales for {method!r} is empty; give at least one, "
+                    "e.g. --scales '[0,1,3]'."
+                )
+        check_sampler(self.sampler)
+
+
+@dataclass
+class SweepModels:
+    """The trained components a sweep uses; ``classifier`` and ``guide`` only for their methods."""
+
+    denoiser: Any
+    extractor: FeatureExtractor
+    classifier: Any = None
+    guide: Any = None
+    num_classes: int = 10
+
+    def conditioned(self, method: str) -> bool:
+        """Whether samples of ``method`` follow their label (so class accuracy means something)."""
+        return self.denoiser.num_classes is not None or method == "classifier"
+
+
+def check_compatible(models: SweepModels, settings: SweepSettings) -> None:
+    """Refuse components that were trained on different data than the denoiser."""
+    denoiser = models.denoiser
+    for role, other in (("classifier", models.classifier), ("guide", models.guide)):
+        if other is None:
+            continue
+        if tuple(other.image_shape) != tuple(denoiser.image_shape):
+            raise ConfigError(
+                f"the {role} takes images of shape {tuple(other.image_shape)} but the denoiser makes "
+                f"{tuple(denoiser.image_shape)}; pass a {role} trained on the same data."
+            )
+        if getattr(other, "num_classes", None) != denoiser.num_classes and role == "classifier":
+            raise ConfigError(
+                f"the classifier knows {other.num_classes} classes but the denoiser {denoiser.num_classes}; "
+                "pass a classifier trained on the same data."
+            )
+    if denoiser.num_classes is None and {"cfg", "cfg_interval"} & set(settings.methods):
+        raise ConfigError(
+            "classifier-free guidance needs a class-conditional denoiser, and this one is unconditional; "
+            "use --methods '[classifier]' with --classifier PATH, or a conditional denoiser."
+        )
+    if denoiser.num_classes not in (None, models.num_classes):
+        raise ConfigError(
+            f"the evaluator knows {models.num_classes} classes but the denoiser {denoiser.num_classes}: "
+            "it was trained on another data set; pass an evaluator trained on the denoiser's data."
+        )
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, mode, newline="" if "b" not in mode else None) as handle:
+        write(handle)
+    os.replace(tmp, path)
+
+
+def write_rows(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``sweep.json`` and ``sweep.csv`` atomically (a killed run leaves the last complete table)."""
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "sweep.json", lambda f: json.dump(rows, f, indent=2))
+
+    def write_csv(handle: Any) -> None:
+        writer = csv.DictWriter(handle, fieldnames=ROW_KEYS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    _atomic_write(out / "sweep.csv", write_csv)
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    """Rows a previous run already wrote to ``out/sweep.json`` (none if it does not exist)."""
+    path = out / "sweep.json"
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{path} is not valid JSON ({error}); move it away to start the sweep afresh."
+        ) from None
+
+
+def reference_key(
+    source_spec: Any, image_shape: Sequence[int], split: str, extractor: str, count: int
+) -> str:
+    """Cache key of real-data features: data source, split, image shape, extractor and count."""
+    payload = json.dumps([source_spec, list(image_shape), split, extractor, count], sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def reference_features(
+    real_images: Callable[[], Tensor],
+    extractor: FeatureExtractor,
+    cache_file: Path,
+    batch_size: int,
+    device: torch.device,
+) -> Tensor:
+    """Real-data features, computed once by rank 0 and cached on disk; every rank loads the file."""
+    if distributed.rank() == 0 and not cache_file.is_file():
+        images = real_images()
+        features = torch.cat(
+            [extractor.features_and_logits(batch.to(device))[0].cpu() for batch in images.split(batch_size)]
+        )
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(cache_file, lambda f: torch.save(features, f), mode="wb")
+    distributed.barrier()
+    return torch.load(cache_file, weights_only=True)
+
+
+def _gather_samples(indices: list[int], images: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """All ranks' samples, ordered by sample index."""
+    local = (indices, torch.cat(images) if images else None, torch.cat(labels) if labels else None)
+    parts = [part for part in distributed.gather_objects(local) if part[1] is not None]
+    order = torch.tensor([i for part in parts for i in part[0]]).argsort()
+    return torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
+
+
+def run_sweep(
+    models: SweepModels,
+    settings: SweepSettings,
+    out: str | Path,
+    real_images: Callable[[int], Tensor],
+    reference_id: Any,
+    cache_dir: str | Path,
+    log_row: Callable[[dict[str, Any], Path], None] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every (method, scale) row not yet in ``out/sweep.json``; return all rows.
+
+    ``real_images(n)`` returns n real images of the reference split; ``reference_id`` identifies that
+    data (source spec) in the cache key. Every rank must call this (metrics are collectives).
+    """
+    settings.validate()
+    check_compatible(models, settings)
+    out = Path(out)
+    denoiser = models.denoiser
+    device = next(denoiser.parameters()).device
+    rank, world = distributed.rank(), distributed.world_size()
+    num_real = settings.num_real or settings.num_samples
+    key = reference_key(
+        reference_id, denoiser.image_shape, settings.real_split, models.extractor.name, num_real
+    )
+    real = reference_features(
+        lambda: real_images(num_real),
+        models.extractor,
+        Path(cache_dir) / f"real_{key}.pt",
+        settings.batch_size,
+        device,
+    )
+    if len(real) < 2:
+        raise ConfigError(f"the {settings.real_split} split has {len(real)} images; metrics need at least 2.")
+    metrics = SampleMetrics(real.shape[1]).to(device)
+    metrics.update_real(real[rank::world].to(device))
+
+    rows = distributed.broadcast_object(read_rows(out))
+    done = {(row["method"], float(row["scale"])) for row in rows}
+    my_indices = list(range(rank, settings.num_samples, world))
+    for method in settings.methods:
+        for scale in settings.scales_for(method):
+            if (method, float(scale)) in done:
+                continue
+            counted = CountingModel(denoiser)
+            guide = CountingModel(models.guide) if models.guide is not None else None
+            guidance = build_guidance(
+                method,
+                scale,
+                classifier=models.classifier,
+                guide_model=guide,
+                interval=settings.interval if method == "cfg_interval" else None,
+                rescale=settings.rescale,
+                threshold=settings.threshold,
+            )
+            metrics.reset_generated()
+            start = time.perf_counter()
+            kept_images, kept_labels = [], []
+            batches = range(0, len(my_indices), settings.batch_size)
+            for first in tqdm(batches, desc=f"{method} s={scale:g}", disable=not progress or rank != 0):
+                indices = my_indices[first : first + settings.batch_size]
+                generators = sample_generators(settings.seed, indices, device)
+                labels = draw_labels(generators, models.num_classes)
+                cond = {"label": labels}
+                with torch.no_grad():
+                    images = generate(
+                        counted, guidance, generators, cond, settings.sampler, settings.steps, settings.eta
+                    ).clamp(-1, 1)
+                    features, logits = models.extractor.features_and_logits(images)
+                metrics.update_generated(features, logits, labels if models.conditioned(method) else None)
+                kept_images.append(images.cpu())
+                kept_labels.append(labels.cpu())
+            values = metrics.compute()
+            evaluations = sum(distributed.gather_objects(counted.rows + (guide.rows if guide else 0)))
+            seconds = max(distributed.gather_objects(time.perf_counter() - start))
+            samples, labels = _gather_samples(my_indices, kept_images, kept_labels)
+            row = {
+                "method": method,
+                "scale": float(scale),
+                **values,
+                "nfe": evaluations / settings.num_samples,
+                "seconds": seconds,
+            }
+            rows.append(row)
+            if rank == 0:
+                tag = f"{method}_{scale_tag(scale)}"
+                grid = sorted_grid(samples[: settings.grid_size], labels[: settings.grid_size])
+                grid_path = save_grid(grid, out / f"grid_{tag}.png")
+                if settings.save_samples:
+                    save_npz(out / f"samples_{tag}.npz", samples, labels)
+                write_rows(out, rows)
+                if log_row is not None:
+                    log_row(row, grid_path)
+    if rank == 0:
+        from lightning_diffusion.curves import plot_curves
+
+        plot_curves(rows, out / "curves.png")
+    distributed.barrier()
+    return rows

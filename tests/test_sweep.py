@@ -1,0 +1,209 @@
+"""Guidance sweeps: outputs, resume, DDP equivalence, exact sample counts and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny import REPO, digits_datamodule, tiny_denoiser
+
+import evaluate
+from lightning_diffusion.components import Evaluator, NoisyClassifier
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.nets import ConvClassifier, EncoderUNet
+from lightning_diffusion.registry import CHECKPOINT_KEY
+from lightning_diffusion.sweep import ROW_KEYS, SweepSettings, read_rows
+
+METRICS = ("fid", "inception_score", "precision", "recall", "class_accuracy", "nfe")
+
+
+def save_component(model: torch.nn.Module, path: Path, with_data: bool = False) -> str:
+    """Write the parts of a checkpoint ``load_component`` and evaluate.py read (no Trainer needed)."""
+    record = {"kind": model.component_kind, "spec": model.spec}
+    checkpoint = {"state_dict": model.state_dict(), CHECKPOINT_KEY: record}
+    if with_data:
+        checkpoint["datamodule_hyper_parameters"] = dict(digits_datamodule().hparams)
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def tiny_evaluator(num_classes: int = 10) -> Evaluator:
+    torch.manual_seed(1)
+    net = ConvClassifier(in_channels=1, num_classes=num_classes, channels=(8, 16), feature_dim=16)
+    return Evaluator(net, image_shape=(1, 8, 8), num_classes=num_classes)
+
+
+def tiny_classifier() -> NoisyClassifier:
+    torch.manual_seed(2)
+    net = EncoderUNet(in_channels=1, out_dim=10, channels=(8, 16), num_res_blocks=1)
+    return NoisyClassifier(net, image_shape=(1, 8, 8), num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return {
+        "denoiser": save_component(tiny_denoiser(), folder / "denoiser.ckpt", with_data=True),
+        "guide": save_component(tiny_denoiser(seed=5), folder / "guide.ckpt", with_data=True),
+        "evaluator": save_component(tiny_evaluator(), folder / "evaluator.ckpt"),
+        "evaluator5": save_component(tiny_evaluator(5), folder / "evaluator5.ckpt"),
+        "classifier": save_component(tiny_classifier(), folder / "classifier.ckpt"),
+    }
+
+
+def sweep_args(checkpoints: dict[str, str], out: Path, *extra: str) -> list[str]:
+    return [
+        "--denoiser", checkpoints["denoiser"], "--evaluator", checkpoints["evaluator"],
+        "--classifier", checkpoints["classifier"],
+        "--out", str(out), "--cache_dir", str(out.parent / "cache"),
+        "--steps", "3", "--num_samples", "12", "--batch_size", "5", "--wandb", "false", *extra,
+    ]  # fmt: skip
+
+
+def test_sweep_writes_rows_table_curves_grids_and_samples(checkpoints, tmp_path):
+    out = tmp_path / "sweep"
+    args = sweep_args(checkpoints, out, "--methods", "[cfg,classifier]", "--scales", "[0,1,2]")
+    args += ["--save_samples", "true"]
+    rows = evaluate.main(args)
+    expected = [(method, scale) for method in ("cfg", "classifier") for scale in (0.0, 1.0, 2.0)]
+    assert [(row["method"], row["scale"]) for row in rows] == expected
+    written = json.loads((out / "sweep.json").read_text())
+    assert written == rows and all(set(row) == set(ROW_KEYS) for row in written)
+    assert all(np.isfinite(row[key]) for row in rows for key in METRICS)
+    assert [row["nfe"] for row in rows[:3]] == [3, 3, 6]  # CFG batches conditional + null at s > 1
+    assert (out / "sweep.csv").read_text().count("\n") == 7
+    assert (out / "curves.png").stat().st_size > 0
+    for tag in ("cfg_s0", "cfg_s2", "classifier_s1"):
+        assert (out / f"grid_{tag}.png").is_file()
+    samples = np.load(out / "samples_cfg_s2.npz")  # guided-diffusion's batch format
+    assert samples["arr_0"].shape == (12, 8, 8, 1) and samples["arr_0"].dtype == np.uint8
+    assert samples["arr_1"].shape == (12,) and samples["arr_1"].max() < 10
+
+
+def test_every_scale_sees_the_same_labels_and_noise(checkpoints, tmp_path):
+    """Common random numbers: CFG at s = 1 and classifier guidance at s = 0 are both plain conditional
+    sampling, so with the same labels and noise they give identical samples."""
+    out = tmp_path / "sweep"
+    evaluate.main(sweep_args(checkpoints, out, "--methods", "[cfg,classifier]", "--scales",
+                             "{cfg: [1], classifier: [0]}", "--save_samples", "true"))  # fmt: skip
+    cfg, classifier = np.load(out / "samples_cfg_s1.npz"), np.load(out / "samples_classifier_s0.npz")
+    np.testing.assert_array_equal(cfg["arr_1"], classifier["arr_1"])
+    np.testing.assert_array_equal(cfg["arr_0"], classifier["arr_0"])
+
+
+def test_a_killed_sweep_resumes_without_losing_finished_scales(checkpoints, tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    import lightning_diffusion.sweep as sweep_module
+
+    real_write = sweep_module.write_rows
+
+    def write_then_die(folder, rows):
+        real_write(folder, rows)
+        if len(rows) == 2:
+            raise KeyboardInterrupt("killed after two rows")
+
+    monkeypatch.setattr(sweep_module, "write_rows", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(sweep_args(checkpoints, out, "--methods", "[cfg]", "--scales", "[0,1,2,3]"))
+    finished = read_rows(out)
+    assert [row["scale"] for row in finished] == [0.0, 1.0]
+    monkeypatch.setattr(sweep_module, "write_rows", real_write)
+    rows = evaluate.main(sweep_args(checkpoints, out, "--methods", "[cfg]", "--scales", "[0,1,2,3]"))
+    assert [row["scale"] for row in rows] == [0.0, 1.0, 2.0, 3.0]
+    assert rows[:2] == finished  # kept as they were, not recomputed
+
+
+def test_real_reference_features_are_cached_on_disk(checkpoints, tmp_path):
+    evaluate.main(sweep_args(checkpoints, tmp_path / "a", "--scales", "[1]"))
+    cached = list((tmp_path / "cache").glob("real_*.pt"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    evaluate.main(sweep_args(checkpoints, tmp_path / "b", "--scales", "[1]"))
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("real_*.pt")] == [stamp]
+    evaluate.main(sweep_args(checkpoints, tmp_path / "c", "--scales", "[1]", "--num_real", "20"))
+    assert len(list((tmp_path / "cache").glob("real_*.pt"))) == 2  # another N is another reference
+
+
+def test_autoguidance_and_interval_rows(checkpoints, tmp_path):
+    out = tmp_path / "sweep"
+    rows = evaluate.main(
+        sweep_args(checkpoints, out, "--guide", checkpoints["guide"], "--scales", "[1,2]",
+                   "--methods", "[autoguidance,cfg_interval]", "--interval", "[0.5,3.0]")
+    )  # fmt: skip
+    nfe = {(row["method"], row["scale"]): row["nfe"] for row in rows}
+    assert nfe[("autoguidance", 1.0)] == 3  # s = 1 skips the guide
+    assert nfe[("autoguidance", 2.0)] == 6  # the guide is a second network
+    assert 3 < nfe[("cfg_interval", 2.0)] < 6  # two passes only inside the interval
+
+
+def run_evaluate(args: list[str], devices: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), *args, "--devices", str(devices), "--accelerator", "cpu"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_two_cpu_processes_give_the_same_sweep_as_one(checkpoints, tmp_path):
+    """N = 37 with batch 8 over 2 DDP processes: 37 samples, each as on 1 process, same metrics (1e-6)."""
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"devices{devices}"
+        args = sweep_args(checkpoints, out, "--methods", "[cfg,classifier]", "--scales", "[0,2]",
+                          "--num_samples", "37", "--batch_size", "8", "--save_samples", "true")  # fmt: skip
+        done = run_evaluate(args, devices)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[devices] = out
+    one, two = read_rows(results[1]), read_rows(results[2])
+    assert len(one) == len(two) == 4
+    for row_one, row_two in zip(one, two, strict=True):
+        assert (row_one["method"], row_one["scale"]) == (row_two["method"], row_two["scale"])
+        for key in METRICS:
+            assert row_two[key] == pytest.approx(row_one[key], abs=1e-6, rel=1e-6), key
+    for tag in ("cfg_s0", "cfg_s2", "classifier_s2"):
+        a, b = np.load(results[1] / f"samples_{tag}.npz"), np.load(results[2] / f"samples_{tag}.npz")
+        assert a["arr_0"].shape[0] == b["arr_0"].shape[0] == 37
+        np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
+        np.testing.assert_array_equal(a["arr_1"], b["arr_1"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scales", "[]"], "scales"),
+        (["--methods", "[cfg,magic]"], "magic"),
+        (["--num_samples", "0"], "num_samples"),
+        (["--num_samples", "-3"], "num_samples"),
+    ],
+)
+def test_bad_sweep_settings_are_clear_errors(checkpoints, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(sweep_args(checkpoints, tmp_path / "sweep", *extra))
+    assert exit_info.value.code != 0
+    error = capsys.readouterr().err + str(exit_info.value.code)
+    assert message in error and "Traceback" not in error
+
+
+def test_a_denoiser_passed_as_classifier_names_its_kind(checkpoints, tmp_path):
+    args = sweep_args(checkpoints, tmp_path / "sweep")
+    args[args.index("--classifier") + 1] = checkpoints["denoiser"]
+    with pytest.raises(SystemExit, match=r"kind 'denoiser'.*not of kind 'noisy_classifier'"):
+        evaluate.main(args)
+
+
+def test_an_evaluator_of_another_data_set_is_refused(checkpoints, tmp_path):
+    args = sweep_args(checkpoints, tmp_path / "sweep")
+    args[args.index("--evaluator") + 1] = checkpoints["evaluator5"]
+    with pytest.raises(SystemExit, match="evaluator knows 5 classes but the denoiser 10"):
+        evaluate.main(args)
+
+
+def test_settings_validation_lists_methods():
+    with pytest.raises(ConfigError, match="cfg, classifier"):
+        SweepSettings(methods=["nope"]).validate()
