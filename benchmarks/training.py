@@ -106,11 +106,14 @@ class StepTimer(pl.Callback):
         self.start: float | None = None
         self.end: float | None = None
         self.threads: int | None = None
+        self.timed_batches = 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         if self.start is None and trainer.global_step == self.warmup:
             self.threads = torch.get_num_threads()
             self.start = time.perf_counter()
+        if self.start is not None and self.end is None:
+            self.timed_batches += 1
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.end is None and trainer.global_step == self.total:
@@ -136,9 +139,10 @@ def time_lightning(seed: int, warmup: int, steps: int) -> float:
         callbacks=[timer],
     )
     trainer.fit(module, datamodule=datamodule)
-    if timer.start is None or timer.end is None or trainer.global_step != warmup + steps:
+    if timer.start is None or timer.end is None or timer.timed_batches != steps:
         raise RuntimeError(
-            f"Lightning ran {trainer.global_step} steps, expected {warmup + steps}; the timer did not fire."
+            f"Lightning ran {trainer.global_step} steps and timed {timer.timed_batches}, expected "
+            f"{warmup + steps} and {steps}; the timer did not fire as planned."
         )
     if timer.threads != torch.get_num_threads():
         raise RuntimeError(f"Lightning ran with {timer.threads} threads, not {torch.get_num_threads()}.")

@@ -27,7 +27,7 @@ from lightning_diffusion import distributed
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import check_sampler, sample_generators
 from lightning_diffusion.grid import save_grid, sorted_grid
-from lightning_diffusion.guidance.factory import METHODS, build_guidance
+from lightning_diffusion.guidance.factory import METHODS, build_guidance, uses_interval
 from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
 from lightning_diffusion.samples_io import save_npz, scale_tag
 from lightning_diffusion.sampling import CountingModel, draw_labels, generate
@@ -59,7 +59,7 @@ class SweepSettings:
     seed: int = 0
     num_real: int | None = None
     real_split: str = "test"
-    interval: list[float] | None = None  # noise levels (sigma_min, sigma_max] of the cfg_interval method
+    interval: list[float] | None = None  # noise levels (sigma_min, sigma_max] of the *_interval methods
     rescale: float | None = None
     threshold: float | None = None
     save_samples: bool = False
@@ -105,7 +105,7 @@ class SweepModels:
 
     def conditioned(self, method: str) -> bool:
         """Whether samples of ``method`` follow their label (so class accuracy means something)."""
-        return self.denoiser.num_classes is not None or method == "classifier"
+        return self.denoiser.num_classes is not None or method.startswith("classifier")
 
 
 def check_compatible(models: SweepModels, settings: SweepSettings) -> None:
@@ -124,7 +124,7 @@ def check_compatible(models: SweepModels, settings: SweepSettings) -> None:
                 f"the classifier knows {other.num_classes} classes but the denoiser {denoiser.num_classes}; "
                 "pass a classifier trained on the same data."
             )
-    if denoiser.num_classes is None and {"cfg", "cfg_interval"} & set(settings.methods):
+    if denoiser.num_classes is None and any(m.startswith("cfg") for m in settings.methods):
         raise ConfigError(
             "classifier-free guidance needs a class-conditional denoiser, and this one is unconditional; "
             "use --methods '[classifier]' with --classifier PATH, or a conditional denoiser."
@@ -255,7 +255,7 @@ def run_sweep(
                 scale,
                 classifier=models.classifier,
                 guide_model=guide,
-                interval=settings.interval if method == "cfg_interval" else None,
+                interval=settings.interval if uses_interval(method) else None,
                 rescale=settings.rescale,
                 threshold=settings.threshold,
             )

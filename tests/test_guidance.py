@@ -373,15 +373,18 @@ def test_build_guidance_maps_names_and_wraps_modifiers():
     assert type(built.inner) is DynamicThresholding and built.inner.percentile == 0.99
     assert type(built.inner.inner) is CFGRescale and built.inner.inner.phi == 0.7
     assert type(built.inner.inner.inner) is ClassifierFree and built.inner.inner.inner.scale == 2.0
+    limited = build_guidance("classifier_interval", 4.0, classifier=LinearClassifier(), interval=(0.3, 5.0))
+    assert type(limited) is GuidanceInterval and type(limited.inner) is ClassifierGuidance
 
 
 @pytest.mark.parametrize(
     ("method", "match"),
     [
-        ("pag", "cfg, classifier, autoguidance, cfg_interval"),
+        ("pag", "cfg, classifier, autoguidance, cfg_interval, classifier_interval"),
         ("classifier", "--classifier PATH"),
         ("autoguidance", "--guide PATH"),
         ("cfg_interval", "interval"),
+        ("autoguidance_interval", "interval"),
     ],
 )
 def test_build_guidance_explains_what_is_missing(method, match):

@@ -9,7 +9,14 @@ from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyCla
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval
 
-METHODS = ("cfg", "classifier", "autoguidance", "cfg_interval")
+BASE_METHODS = ("cfg", "classifier", "autoguidance")
+INTERVAL_SUFFIX = "_interval"
+METHODS = BASE_METHODS + tuple(method + INTERVAL_SUFFIX for method in BASE_METHODS)
+
+
+def uses_interval(method: str) -> bool:
+    """Whether ``method`` is a base method restricted to a noise-level interval (e.g. ``cfg_interval``)."""
+    return method.endswith(INTERVAL_SUFFIX)
 
 
 def _method(
@@ -21,6 +28,12 @@ def _method(
 ) -> Guidance:
     if method not in METHODS:
         raise ConfigError(f"unknown guidance method {method!r}; choose one of {', '.join(METHODS)}.")
+    if uses_interval(method) and interval is None:
+        raise ConfigError(
+            f"{method} needs the noise-level interval (sigma_min, sigma_max] in which to guide, "
+            "e.g. --interval '[0.28,2.9]' (EDM noise levels sigma/alpha)."
+        )
+    method = method.removesuffix(INTERVAL_SUFFIX)
     if method == "classifier":
         if classifier is None:
             raise ConfigError(
@@ -35,11 +48,6 @@ def _method(
                 "checkpoint)."
             )
         return AutoGuidance(guide_model, scale)
-    if method == "cfg_interval" and interval is None:
-        raise ConfigError(
-            "cfg_interval needs the noise-level interval (sigma_min, sigma_max] in which to guide, "
-            "e.g. --interval '[0.28,2.9]' (EDM noise levels sigma/alpha)."
-        )
     return ClassifierFree(scale)
 
 
@@ -56,7 +64,7 @@ def build_guidance(
     """The guidance ``method`` at ``scale`` (one of ``METHODS``), wrapped in the modifiers asked for.
 
     ``rescale`` is CFG rescale's phi, ``threshold`` dynamic thresholding's percentile, ``interval`` the
-    noise levels (sigma_min, sigma_max] where guidance acts (any method; required by ``cfg_interval``).
+    noise levels (sigma_min, sigma_max] where guidance acts (any method; required by the ``*_interval`` ones).
     Rescale acts on the guided D, thresholding on the result, and the interval outermost, so steps outside
     it cost one plain conditional pass."""
     guidance = _method(method, scale, classifier, guide_model, interval)
