@@ -44,7 +44,10 @@ class GaussianData:
         alpha, sigma = self.schedule.alpha_sigma(t.double())
         flat = z.double().reshape(-1, DIM)
         centred = flat - alpha.reshape(-1, 1) * self.mean
-        out = self.mean + (self._gain(alpha, sigma) @ centred.unsqueeze(-1)).squeeze(-1)
+        if bool((t == t[0]).all()):  # a sampler step: one gain matrix serves the whole batch
+            out = self.mean + centred @ self._gain(alpha[:1], sigma[:1])[0].T
+        else:
+            out = self.mean + (self._gain(alpha, sigma) @ centred.unsqueeze(-1)).squeeze(-1)
         return out.reshape(z.shape).to(z.dtype)
 
     def posterior_trace(self, t: Tensor) -> Tensor:
