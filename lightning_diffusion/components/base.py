@@ -41,13 +41,9 @@ def adamw_with_warmup(
 
 
 def check_network(net: nn.Module, **expected: Any) -> None:
-    """Refuse a network checkpoints cannot rebuild, or whose attributes (e.g. ``out_dim``) differ from
-    what the component needs; attributes the network does not have are not checked."""
-    if not isinstance(net, Configurable):
-        raise ConfigError(
-            f"the network {type(net).__name__} must derive from lightning_diffusion.config.Configurable "
-            "so checkpoints can rebuild it."
-        )
+    """Refuse a network whose attributes (e.g. ``out_dim``) differ from what the component needs;
+    attributes the network does not have are not checked. (A network that is not ``Configurable``
+    is refused earlier, when the component records its constructor arguments.)"""
     for name, value in expected.items():
         actual = getattr(net, name, value)
         if actual != value:

@@ -39,7 +39,7 @@ class Denoiser(Component):
         warmup_steps: int = 200,
     ) -> None:
         super().__init__()
-        check_network(net)
+        check_network(net, in_channels=image_shape[0], out_channels=image_shape[0])
         if not 0.0 <= p_uncond <= 1.0:
             raise ConfigError(f"p_uncond is a probability and must lie in [0, 1], got {p_uncond}.")
         cond_dim = getattr(net, "cond_dim", None)
