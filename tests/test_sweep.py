@@ -207,3 +207,31 @@ def test_an_evaluator_of_another_data_set_is_refused(checkpoints, tmp_path):
 def test_settings_validation_lists_methods():
     with pytest.raises(ConfigError, match="cfg, classifier"):
         SweepSettings(methods=["nope"]).validate()
+
+
+def test_guidance_sweep_callback_runs_the_sweep_during_training(checkpoints, tmp_path, monkeypatch):
+    from tiny import quiet_trainer
+
+    import callbacks.guidance_sweep as callback_module
+    from callbacks import GuidanceSweep
+
+    calls = []
+    real_run_sweep = callback_module.run_sweep
+
+    def counting_run_sweep(*args, **kwargs):
+        calls.append(1)
+        return real_run_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(callback_module, "run_sweep", counting_run_sweep)
+    callback = GuidanceSweep(
+        evaluator=checkpoints["evaluator"], every_n_epochs=1, cache_dir=str(tmp_path / "cache"),
+        settings={"scales": [0, 2], "num_samples": 6, "batch_size": 6, "steps": 2},
+    )  # fmt: skip
+    trainer = quiet_trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback],
+        default_root_dir=str(tmp_path), num_sanity_val_steps=1,
+    )  # fmt: skip
+    trainer.fit(tiny_denoiser(), datamodule=digits_datamodule())
+    rows = read_rows(tmp_path / "sweeps" / "epoch0000")
+    assert [(row["method"], row["scale"]) for row in rows] == [("cfg", 0.0), ("cfg", 2.0)]
+    assert len(calls) == 1  # not during the sanity check
