@@ -196,12 +196,19 @@ def reference_features(
     return torch.load(cache_file, weights_only=True)
 
 
-def _gather_samples(indices: list[int], images: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """All ranks' samples, ordered by sample index."""
-    local = (indices, torch.cat(images) if images else None, torch.cat(labels) if labels else None)
-    parts = [part for part in distributed.gather_objects(local) if part[1] is not None]
-    order = torch.tensor([i for part in parts for i in part[0]]).argsort()
-    return torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
+def _gather_samples(
+    indices: list[int], images: list[Tensor], labels: list[Tensor], count: int
+) -> tuple[Tensor, Tensor]:
+    """The samples with index < ``count`` from all ranks, ordered by sample index (only what rank 0
+    writes travels: the grid's samples, or all of them with ``save_samples``)."""
+    local = None
+    if images:
+        index = torch.tensor(indices, dtype=torch.long)
+        keep = index < count
+        local = (index[keep], torch.cat(images)[keep], torch.cat(labels)[keep])
+    parts = [part for part in distributed.gather_objects(local) if part is not None]
+    order = torch.cat([part[0] for part in parts]).argsort()
+    return torch.cat([part[1] for part in parts])[order], torch.cat([part[2] for part in parts])[order]
 
 
 def run_sweep(
@@ -279,7 +286,8 @@ def run_sweep(
             values = metrics.compute()
             evaluations = sum(distributed.gather_objects(counted.rows + (guide.rows if guide else 0)))
             seconds = max(distributed.gather_objects(time.perf_counter() - start))
-            samples, labels = _gather_samples(my_indices, kept_images, kept_labels)
+            wanted = settings.num_samples if settings.save_samples else settings.grid_size
+            samples, labels = _gather_samples(my_indices, kept_images, kept_labels, wanted)
             row = {
                 "method": method,
                 "scale": float(scale),
@@ -290,7 +298,7 @@ def run_sweep(
             rows.append(row)
             if rank == 0:
                 tag = f"{method}_{scale_tag(scale)}"
-                grid = sorted_grid(samples[: settings.grid_size], labels[: settings.grid_size])
+                grid = sorted_grid(samples[: settings.grid_size], labels[: settings.grid_size])  # by index
                 grid_path = save_grid(grid, out / f"grid_{tag}.png")
                 if settings.save_samples:
                     save_npz(out / f"samples_{tag}.npz", samples, labels)
