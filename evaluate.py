@@ -52,6 +52,13 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def sweep_settings(args: Any) -> SweepSettings:
+    """The validated sweep settings among the parsed options."""
+    settings = SweepSettings(**{name: args[name] for name in SweepSettings.__dataclass_fields__})
+    settings.validate()
+    return settings
+
+
 def load_models(args: Any, device: Any) -> tuple[Any, Any]:
     """The sweep's components on ``device`` and the denoiser's data module (for real reference images)."""
     from lightning_diffusion.data import DiffusionDataModule
@@ -118,8 +125,7 @@ def run(args: Any) -> list[dict[str, Any]]:
     from lightning_diffusion.sweep import run_sweep
     from lightning_diffusion.sweep_logging import log_sweep_summary, wandb_row_logger
 
-    settings = SweepSettings(**{name: args[name] for name in SweepSettings.__dataclass_fields__})
-    settings.validate()
+    settings = sweep_settings(args)
     if args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}.")
     fabric = Fabric(
