@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Train every component a guidance sweep needs (denoiser, a weaker guide for autoguidance, noisy
+# classifier, evaluator), report the evaluator's test accuracy, then run configs/<data>/sweep.yaml.
+# Denoisers train on fixed time budgets; finished components are reused on a re-run.
+#   bash scripts/guidance_study.sh digits           # about 20 minutes on 2 CPU cores
+#   bash scripts/guidance_study.sh fashion_mnist    # about 50 minutes on 2 CPU cores
+# Environment: ROOT (output folder, default runs/study/<data>), PYTHON, NUM_SAMPLES, DENOISER_TIME and
+# GUIDE_TIME (DD:HH:MM:SS), FIT_ARGS (extra train.py options for every fit, e.g. for a GPU),
+# NO_WANDB=1 (train and sweep without W&B), SWEEP_ARGS (extra evaluate.py options).
+set -euo pipefail
+data=${1:-digits}
+root=${ROOT:-runs/study/$data}
+python=${PYTHON:-.venv/bin/python}
+case $data in
+  digits) denoiser_time=00:00:04:00; guide_time=00:00:00:20; samples=500 ;;
+  fashion_mnist) denoiser_time=00:00:10:00; guide_time=00:00:01:00; samples=300 ;;
+  *) echo "unknown data set '$data': use digits or fashion_mnist" >&2; exit 2 ;;
+esac
+denoiser_time=${DENOISER_TIME:-$denoiser_time}
+guide_time=${GUIDE_TIME:-$guide_time}
+samples=${NUM_SAMPLES:-$samples}
+read -r -a fit_args <<< "${FIT_ARGS:-}"
+read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
+[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
+
+fit() {  # fit NAME CONFIG [overrides...]: train configs/<data>/CONFIG.yaml into $root/NAME once
+  local name=$1 config=$2; shift 2
+  [ -f "$root/$name/checkpoints/last.ckpt" ] && { echo "reusing $root/$name"; return; }
+  local logger=(--trainer.logger.init_args.save_dir "$root/$name")
+  [ "${NO_WANDB:-0}" = 1 ] && logger=(--trainer.logger false)
+  "$python" train.py fit --config "configs/$data/$config.yaml" --trainer.enable_progress_bar false \
+    --trainer.default_root_dir "$root/$name" "${logger[@]}" "$@" "${fit_args[@]}"
+}
+
+fit denoiser denoiser --trainer.max_epochs -1 --trainer.max_time "$denoiser_time"
+fit guide denoiser --trainer.max_epochs -1 --trainer.max_time "$guide_time"
+fit noisy_classifier noisy_classifier
+fit evaluator evaluator
+"$python" train.py test --config "configs/$data/evaluator.yaml" --trainer.enable_progress_bar false \
+  --ckpt_path "$root/evaluator/checkpoints/last.ckpt" --trainer.logger false \
+  --trainer.default_root_dir "$root/evaluator" "${fit_args[@]}"
+"$python" evaluate.py --config "configs/$data/sweep.yaml" --out "$root/sweep" --num_samples "$samples" \
+  --denoiser "$root/denoiser/checkpoints/last.ckpt" --guide "$root/guide/checkpoints/last.ckpt" \
+  --classifier "$root/noisy_classifier/checkpoints/last.ckpt" \
+  --evaluator "$root/evaluator/checkpoints/last.ckpt" "${sweep_args[@]}"
