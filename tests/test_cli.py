@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny import REPO
+from tiny import REPO, run_module
 
 import train
 from callbacks import sample_grid
@@ -45,19 +43,6 @@ def fit_args(root: Path, *extra: str, overlays: tuple[Path, ...] = ()) -> list[s
 
 def global_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
-
-
-def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_diffusion", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture(autouse=True)

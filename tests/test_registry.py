@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import REPO, digits_datamodule, quiet_trainer, tiny_denoiser, tiny_unet
+from tiny import digits_datamodule, quiet_trainer, run_module, tiny_denoiser, tiny_unet
 
 from lightning_diffusion import registry
 from lightning_diffusion.components import Denoiser
@@ -50,20 +49,6 @@ def write_plugin(root: Path) -> Path:
     return root
 
 
-def run_components_command(extra_path: Path | None = None) -> subprocess.CompletedProcess[str]:
-    path = [str(REPO)] if extra_path is None else [str(extra_path), str(REPO)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_diffusion", "components"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
-
-
 def printed_rows(output: str) -> list[list[str]]:
     return [line.split() for line in output.splitlines() if line.strip()]
 
@@ -76,7 +61,7 @@ def plugin_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def components_output(plugin_root: Path) -> subprocess.CompletedProcess[str]:
     """One run of ``python -m lightning_diffusion components`` with the plug-in importable."""
-    return run_components_command(plugin_root)
+    return run_module("components", extra_path=plugin_root)
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +55,20 @@ def quiet_trainer(**kwargs: Any) -> pl.Trainer:
         "enable_model_summary": False,
     }
     return pl.Trainer(**{**options, **kwargs})
+
+
+def run_module(
+    *args: str, cwd: Path = REPO, extra_path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m lightning_diffusion ARGS`` in a subprocess: one thread, ``extra_path`` first."""
+    path = [str(REPO)] if extra_path is None else [str(extra_path), str(REPO)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_diffusion", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
