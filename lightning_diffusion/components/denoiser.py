@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -15,14 +15,30 @@ from lightning_diffusion.diffusion.parameterization import check_prediction
 from lightning_diffusion.registry import register
 
 
+class NetConditions(NamedTuple):
+    """What a denoising network receives besides (z, t): a condition vector and context tokens."""
+
+    vector: Tensor | None = None
+    context: Tensor | None = None
+    context_mask: Tensor | None = None
+
+    def as_kwargs(self) -> dict[str, Tensor]:
+        """Keyword arguments for ``net(x, t, **kwargs)``: only what is present."""
+        names = ("cond", "context", "context_mask")
+        return {name: value for name, value in zip(names, self, strict=True) if value is not None}
+
+
 @register("denoiser")
 class Denoiser(Component):
-    """Class-conditional (or unconditional) diffusion model around an injected network.
+    """Class-, text-conditional (or unconditional) diffusion model around an injected network.
 
     The network predicts ``prediction`` (eps, v or x0); ``denoise`` converts it to D, the estimate of
     E[y | z_t, x] that samplers and guidance use. With ``num_classes`` set, the label is embedded
-    (index ``num_classes`` is the null label ∅) and replaced by ∅ with probability ``p_uncond``
-    during training, so one network serves both terms of classifier-free guidance.
+    (index ``num_classes`` is the null label ∅). With a ``text_encoder`` (trained jointly, as in GLIDE),
+    the caption's pooled embedding is added to the condition vector and its token embeddings reach the
+    network's cross-attention (``net.context_dim`` = encoder width); the empty caption is ∅. During
+    training every condition of a sample is replaced by ∅ with probability ``p_uncond``, so one network
+    serves both terms of classifier-free guidance.
     """
 
     def __init__(
@@ -30,6 +46,7 @@ class Denoiser(Component):
         net: nn.Module,
         image_shape: Sequence[int] = (1, 8, 8),
         num_classes: int | None = 10,
+        text_encoder: nn.Module | None = None,
         p_uncond: float = 0.1,
         prediction: str = "v",
         loss_weighting: str | None = None,
@@ -39,50 +56,94 @@ class Denoiser(Component):
         warmup_steps: int = 200,
     ) -> None:
         super().__init__()
-        check_network(net, in_channels=image_shape[0], out_channels=image_shape[0])
+        check_network(net, in_channels=self.network_in_channels(image_shape), out_channels=image_shape[0])
         if not 0.0 <= p_uncond <= 1.0:
             raise ConfigError(f"p_uncond is a probability and must lie in [0, 1], got {p_uncond}.")
-        cond_dim = getattr(net, "cond_dim", None)
-        if num_classes is not None and cond_dim is None:
-            raise ConfigError(
-                f"a class-conditional denoiser (num_classes={num_classes}) needs a network with a condition "
-                "input: set net.init_args.cond_dim (e.g. 128), or num_classes: null for an unconditional "
-                "model."
-            )
-        if num_classes is None and cond_dim is not None:
-            raise ConfigError(
-                "an unconditional denoiser (num_classes: null) needs a network with cond_dim: null."
-            )
         self.net = net
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
+        self.text_encoder = text_encoder
         self.p_uncond = p_uncond
         self.prediction = check_prediction(prediction)
         self.loss_weighting = check_prediction(loss_weighting or prediction)
         self.schedule = schedule or CosineSchedule()
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+        cond_dim = self._check_condition_inputs(net)
         self.label_embedding = None if num_classes is None else nn.Embedding(num_classes + 1, cond_dim)
+        self.text_projection = None if text_encoder is None else nn.Linear(text_encoder.width, cond_dim)
         self.val_loss = QuartileMeans("val/loss")
+        self._text_cache: tuple[tuple[Any, int], Any] | None = None
         self.save_hyperparameters(self.spec["init_args"])
+
+    @staticmethod
+    def network_in_channels(image_shape: Sequence[int]) -> int:
+        """Channels the network takes: the image's (subclasses concatenate more, e.g. a low-res image)."""
+        return image_shape[0]
+
+    def _check_condition_inputs(self, net: nn.Module) -> int | None:
+        """The network's condition width, after refusing a network that lacks an input a condition needs."""
+        cond_dim = getattr(net, "cond_dim", None)
+        if self.conditions_vector and cond_dim is None:
+            raise ConfigError(
+                f"a conditional denoiser ({self._condition_names()}) needs a network with a condition input: "
+                "set net.init_args.cond_dim (e.g. 128), or num_classes: null and no text_encoder for an "
+                "unconditional model."
+            )
+        if not self.conditions_vector and cond_dim is not None:
+            raise ConfigError(
+                "an unconditional denoiser (num_classes: null, no text_encoder) needs a network with "
+                "cond_dim: null."
+            )
+        context_dim = getattr(net, "context_dim", None)
+        if self.text_encoder is not None and context_dim != self.text_encoder.width:
+            raise ConfigError(
+                f"the text encoder's tokens are {self.text_encoder.width} wide but the network's "
+                f"context_dim is {context_dim}; set net.init_args.context_dim to {self.text_encoder.width}."
+            )
+        if self.text_encoder is None and context_dim is not None:
+            raise ConfigError(
+                "the network has context_dim set but there is no text_encoder; set context_dim: null."
+            )
+        return cond_dim
+
+    @property
+    def conditions_vector(self) -> bool:
+        """Whether any condition feeds the network's condition vector."""
+        return self.num_classes is not None or self.text_encoder is not None
+
+    def _condition_names(self) -> str:
+        return ", ".join(
+            name
+            for name, on in (
+                ("label", self.num_classes is not None),
+                ("caption", self.text_encoder is not None),
+            )
+            if on
+        )
 
     @property
     def null_label(self) -> int:
         """Index of the null condition ∅ in the label embedding."""
         return self.num_classes
 
-    def null_condition(self, batch_size: int, device: torch.device) -> dict[str, Tensor]:
-        """The condition ∅ for a batch: every label is the null label (empty for unconditional models)."""
-        if self.num_classes is None:
-            return {}
-        return {"label": torch.full((batch_size,), self.null_label, dtype=torch.long, device=device)}
+    def null_condition(self, batch_size: int, device: torch.device) -> dict[str, Any]:
+        """The condition ∅ for a batch: null labels and/or empty captions (empty for unconditional models).
 
-    def _condition_vector(self, cond: Mapping[str, Any] | None, batch_size: int) -> Tensor | None:
-        if self.label_embedding is None:
-            return None
-        labels = (cond or {}).get("label")
+        Guidance merges it over the sample's condition, so conditions it does not name (e.g. an
+        upsampler's low-resolution image) are kept."""
+        null: dict[str, Any] = {}
+        if self.num_classes is not None:
+            null["label"] = torch.full((batch_size,), self.null_label, dtype=torch.long, device=device)
+        if self.text_encoder is not None:
+            null["caption"] = [""] * batch_size
+        return null
+
+    def _label_vector(self, cond: Mapping[str, Any], batch_size: int) -> Tensor:
+        device = self.label_embedding.weight.device
+        labels = cond.get("label")
         if labels is None:
-            labels = self.null_condition(batch_size, self.label_embedding.weight.device)["label"]
-        labels = torch.as_tensor(labels, device=self.label_embedding.weight.device)
+            labels = self.null_condition(batch_size, device)["label"]
+        labels = torch.as_tensor(labels, device=device)
         if labels.numel() and (labels.min() < 0 or labels.max() > self.null_label):
             raise ConfigError(
                 f"labels must lie in [0, {self.num_classes - 1}] (or {self.null_label} for ∅), "
@@ -90,17 +151,67 @@ class Denoiser(Component):
             )
         return self.label_embedding(labels)
 
+    def encode_captions(self, captions: Sequence[str]) -> Any:
+        """The text encoder's output for ``captions``; reused while sampling repeats the same captions
+        with the same weights (the key holds the embedding's in-place version counter)."""
+        if torch.is_grad_enabled():
+            return self.text_encoder(list(captions))
+        key = (tuple(captions), self.text_encoder.token_embedding.weight._version)
+        if self._text_cache is None or self._text_cache[0] != key:
+            self._text_cache = (key, self.text_encoder(list(captions)))
+        return self._text_cache[1]
+
+    def condition_inputs(self, cond: Mapping[str, Any] | None, batch_size: int) -> NetConditions:
+        """The network inputs for ``cond``; a missing label or caption means ∅."""
+        cond = cond or {}
+        vector = context = mask = None
+        if self.label_embedding is not None:
+            vector = self._label_vector(cond, batch_size)
+        if self.text_encoder is not None:
+            captions = cond.get("caption")
+            if captions is None:
+                captions = [""] * batch_size
+            if len(captions) != batch_size:
+                raise ConfigError(f"got {len(captions)} captions for a batch of {batch_size} images.")
+            encoding = self.encode_captions(captions)
+            text = self.text_projection(encoding.pooled)
+            vector = text if vector is None else vector + text
+            context, mask = encoding.tokens, encoding.mask
+        return NetConditions(vector, context, mask)
+
+    def network_input(self, z: Tensor, cond: Mapping[str, Any] | None) -> Tensor:
+        """What the network sees of z_t (subclasses concatenate conditions such as a low-res image)."""
+        return z
+
     def denoise(self, z: Tensor, t: Tensor, cond: Mapping[str, Any] | None = None) -> Tensor:
-        """D(z_t, t, x): the estimate of E[y | z_t, x]; a missing label means ∅."""
+        """D(z_t, t, x): the estimate of E[y | z_t, x]; a missing label or caption means ∅."""
         alpha, sigma = self.schedule.alpha_sigma(t.float())
-        output = self.net(z, t, self._condition_vector(cond, z.shape[0]))
+        inputs = self.condition_inputs(cond, z.shape[0])
+        output = self.net(self.network_input(z, cond), t, **inputs.as_kwargs())
         return denoised_from_output(output.float(), z.float(), alpha, sigma, self.prediction)
 
-    def _dropped_labels(self, labels: Tensor) -> dict[str, Tensor]:
-        if self.num_classes is None:
-            return {}
-        drop = torch.rand(labels.shape, device=labels.device) < self.p_uncond
-        return {"label": torch.where(drop, torch.full_like(labels, self.null_label), labels)}
+    def batch_condition(self, batch: Mapping[str, Any], drop: Tensor | None = None) -> dict[str, Any]:
+        """The condition of a training/validation batch; samples where ``drop`` is True get ∅."""
+        cond: dict[str, Any] = {}
+        if self.num_classes is not None:
+            labels = batch["label"]
+            cond["label"] = labels if drop is None else torch.where(drop, self.null_label, labels)
+        if self.text_encoder is not None:
+            captions = batch.get("caption")
+            if captions is None:
+                raise ConfigError(
+                    "this denoiser is text-conditional but the data has no captions; use a captioned "
+                    "source (Shapes, Captioned(...), ImageFolder with captions_file)."
+                )
+            cond["caption"] = (
+                list(captions)
+                if drop is None
+                else [
+                    "" if dropped else caption
+                    for dropped, caption in zip(drop.tolist(), captions, strict=True)
+                ]
+            )
+        return cond
 
     def _losses(
         self, batch: Mapping[str, Any], cond: Mapping[str, Any], generator=None
@@ -113,9 +224,14 @@ class Denoiser(Component):
         )
         return losses, t
 
+    def training_condition(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The batch's condition with each sample's conditions dropped to ∅ with probability p_uncond."""
+        images = batch["image"]
+        drop = torch.rand(images.shape[0], device=images.device) < self.p_uncond
+        return self.batch_condition(batch, drop)
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        cond = self._dropped_labels(batch["label"]) if "label" in batch else {}
-        losses, _ = self._losses(batch, cond)
+        losses, _ = self._losses(batch, self.training_condition(batch))
         loss = losses.mean()
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -123,8 +239,7 @@ class Denoiser(Component):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Loss with a fixed noise draw per batch, overall and per noise-level quartile of t."""
         generator = torch.Generator(device=batch["image"].device).manual_seed(batch_idx)
-        cond = {"label": batch["label"]} if self.num_classes is not None else {}
-        losses, t = self._losses(batch, cond, generator)
+        losses, t = self._losses(batch, self.batch_condition(batch), generator)
         self.val_loss.update(losses, t)
 
     def on_validation_epoch_end(self) -> None:

@@ -16,7 +16,9 @@ from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidanc
 class ClassifierFree(Guidance):
     """CFG at scale ``s``: conditional and null condition in one batched forward pass.
 
-    At s = 1 (conditional) and s = 0 (unconditional) only one of the two is needed: one pass."""
+    The null condition replaces the keys the model drops (label, caption) and keeps the others (e.g.
+    an upsampler's low-resolution image). At s = 1 (conditional) and s = 0 (unconditional) only one
+    of the two is needed: one pass."""
 
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = float(scale)
@@ -25,7 +27,7 @@ class ClassifierFree(Guidance):
         if self.scale == 1.0:
             conditional = model.denoise(z, t, cond)
             return Guided(conditional, conditional)
-        null = model.null_condition(z.shape[0], z.device)
+        null = {**cond, **model.null_condition(z.shape[0], z.device)}
         if self.scale == 0.0:
             return Guided(model.denoise(z, t, null), None)
         both = model.denoise(torch.cat([z, z]), torch.cat([t, t]), concat_conditions(cond, null))

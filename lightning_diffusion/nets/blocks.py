@@ -86,25 +86,40 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Multi-head self-attention over spatial positions, residual with a zero-initialised output."""
+    """Multi-head self-attention over spatial positions, residual with a zero-initialised output.
 
-    def __init__(self, channels: int, num_heads: int, groups: int) -> None:
+    With ``context_dim`` set, the keys and values also include projected context tokens (e.g. a
+    caption's token embeddings): GLIDE's cross-attention (Nichol et al. 2022, Sec. 3); padded tokens
+    are masked out."""
+
+    def __init__(self, channels: int, num_heads: int, groups: int, context_dim: int | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.context_kv = None if context_dim is None else nn.Linear(context_dim, 2 * channels)
         self.proj_out = zero_module(nn.Conv2d(channels, channels, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
+        heads, head_dim = self.num_heads, c // self.num_heads
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, heads, head_dim, h * w)
         q, k, v = qkv.transpose(-1, -2).unbind(dim=1)
-        out = F.scaled_dot_product_attention(q, k, v)
+        mask = None
+        if self.context_kv is not None and context is not None:
+            context_k, context_v = (
+                self.context_kv(context).reshape(b, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            )
+            k, v = torch.cat([k, context_k.to(k.dtype)], dim=2), torch.cat([v, context_v.to(v.dtype)], dim=2)
+            if context_mask is not None:
+                image_tokens = torch.ones(b, h * w, dtype=torch.bool, device=x.device)
+                mask = torch.cat([image_tokens, context_mask], dim=1)[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
 class ResAttnLayer(nn.Module):
-    """A ResBlock optionally followed by self-attention: one layer of a U-Net level."""
+    """A ResBlock optionally followed by (self- or cross-) attention: one layer of a U-Net level."""
 
     def __init__(
         self,
@@ -114,14 +129,19 @@ class ResAttnLayer(nn.Module):
         dropout: float,
         groups: int,
         num_heads: int | None,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.res = ResBlock(in_channels, out_channels, emb_dim, dropout, groups)
-        self.attn = None if num_heads is None else AttentionBlock(out_channels, num_heads, groups)
+        self.attn = (
+            None if num_heads is None else AttentionBlock(out_channels, num_heads, groups, context_dim)
+        )
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, emb: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None
+    ) -> Tensor:
         h = self.res(x, emb)
-        return h if self.attn is None else self.attn(h)
+        return h if self.attn is None else self.attn(h, context, context_mask)
 
 
 class Downsample(nn.Module):
@@ -187,6 +207,7 @@ class DownPath(nn.Module):
         dropout: float,
         groups: int,
         emb_dim: int,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         validate_architecture(channels, num_res_blocks, attention_levels, num_heads, groups)
@@ -201,7 +222,7 @@ class DownPath(nn.Module):
             heads = num_heads if level in attention_levels else None
             layers = nn.ModuleList()
             for _ in range(num_res_blocks):
-                layers.append(ResAttnLayer(width, level_width, emb_dim, dropout, groups, heads))
+                layers.append(ResAttnLayer(width, level_width, emb_dim, dropout, groups, heads, context_dim))
                 width = level_width
                 self.skip_channels.append(width)
             self.levels.append(layers)
@@ -210,7 +231,7 @@ class DownPath(nn.Module):
                 self.skip_channels.append(width)
         self.middle = nn.ModuleList(
             [
-                ResAttnLayer(width, width, emb_dim, dropout, groups, num_heads),
+                ResAttnLayer(width, width, emb_dim, dropout, groups, num_heads, context_dim),
                 ResAttnLayer(width, width, emb_dim, dropout, groups, None),
             ]
         )
@@ -236,18 +257,20 @@ class DownPath(nn.Module):
                 f"noise_level must have shape (B,) = ({x.shape[0]},), got {tuple(noise_level.shape)}"
             )
 
-    def forward(self, x: Tensor, emb: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, x: Tensor, emb: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         h = self.input_conv(x)
         skips = [h]
         for index, layers in enumerate(self.levels):
             for layer in layers:
-                h = layer(h, emb)
+                h = layer(h, emb, context, context_mask)
                 skips.append(h)
             if index < len(self.downsamples):
                 h = self.downsamples[index](h)
                 skips.append(h)
         for layer in self.middle:
-            h = layer(h, emb)
+            h = layer(h, emb, context, context_mask)
         return h, skips
 
 

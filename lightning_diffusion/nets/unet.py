@@ -17,7 +17,8 @@ class UNet(Configurable, nn.Module):
     ``channels[i]`` is the width at level ``i`` (level 0 is full resolution, each further level halves
     H and W); ``attention_levels`` lists the levels with self-attention (the middle block always has
     it). With ``cond_dim`` set, ``forward`` requires a ``cond`` vector of that size, projected and
-    added to the noise-level embedding of width ``emb_dim = 4 * channels[0]``.
+    added to the noise-level embedding of width ``emb_dim = 4 * channels[0]``. With ``context_dim``
+    set, the attention layers also attend to ``context`` tokens of that width (cross-attention).
     """
 
     def __init__(
@@ -31,18 +32,29 @@ class UNet(Configurable, nn.Module):
         dropout: float = 0.0,
         cond_dim: int | None = None,
         groups: int = 8,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if cond_dim is not None and cond_dim < 1:
-            raise ConfigError(f"cond_dim must be a positive int or None, got {cond_dim}")
+        for name, value in (("cond_dim", cond_dim), ("context_dim", context_dim)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive int or None, got {value}")
         self.in_channels = in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
         self.cond_dim = cond_dim
+        self.context_dim = context_dim
         self.emb_dim = 4 * channels[0]
         self.noise_embed = NoiseLevelEmbedding(channels[0], self.emb_dim)
         self.cond_proj = None if cond_dim is None else nn.Linear(cond_dim, self.emb_dim)
         self.down = DownPath(
-            in_channels, channels, num_res_blocks, attention_levels, num_heads, dropout, groups, self.emb_dim
+            in_channels,
+            channels,
+            num_res_blocks,
+            attention_levels,
+            num_heads,
+            dropout,
+            groups,
+            self.emb_dim,
+            context_dim,
         )
         self.up_levels, self.upsamples = self._build_up_path(
             channels, num_res_blocks, attention_levels, num_heads, dropout, groups
@@ -68,23 +80,49 @@ class UNet(Configurable, nn.Module):
             for _ in range(num_res_blocks + 1):
                 in_width = width + skip_channels.pop()
                 width = channels[level]
-                layers.append(ResAttnLayer(in_width, width, self.emb_dim, dropout, groups, heads))
+                layers.append(
+                    ResAttnLayer(in_width, width, self.emb_dim, dropout, groups, heads, self.context_dim)
+                )
             up_levels.append(layers)
             if level > 0:
                 upsamples.append(Upsample(width))
         return up_levels, upsamples
 
-    def forward(self, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Predict the (B, out_channels, H, W) target for noisy images ``x`` at ``noise_level`` (B,)."""
+    def forward(
+        self,
+        x: Tensor,
+        noise_level: Tensor,
+        cond: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Predict the (B, out_channels, H, W) target for noisy images ``x`` at ``noise_level`` (B,);
+        ``context`` (B, L, context_dim) with ``context_mask`` (B, L, True = real token) if built for it."""
         self.down.check_input(x, noise_level)
+        self._check_context(context, x.shape[0])
         emb = self.noise_embed(noise_level) + self._embed_condition(cond, x.shape[0])
-        h, skips = self.down(x, emb)
+        h, skips = self.down(x, emb, context, context_mask)
         for index, layers in enumerate(self.up_levels):
             for layer in layers:
-                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
             if index < len(self.upsamples):
                 h = self.upsamples[index](h)
         return self.out(h)
+
+    def _check_context(self, context: Tensor | None, batch: int) -> None:
+        """Errors saying what is wrong when context tokens are missing, unexpected or of the wrong shape."""
+        if (context is None) != (self.context_dim is None):
+            raise ValueError(
+                f"this UNet was built with context_dim={self.context_dim} but forward got "
+                f"{'no' if context is None else 'a'} `context`; pass context tokens exactly when "
+                "context_dim is set"
+            )
+        if context is not None and (
+            context.ndim != 3 or context.shape[0] != batch or context.shape[2] != self.context_dim
+        ):
+            raise ValueError(
+                f"context must have shape ({batch}, L, {self.context_dim}), got {tuple(context.shape)}"
+            )
 
     def _embed_condition(self, cond: Tensor | None, batch: int) -> Tensor | float:
         """The projected condition to add to the noise embedding; errors when it is missing or unexpected."""
