@@ -11,7 +11,9 @@ from lightning_diffusion.guidance.base import (
 )
 from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
+from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
 from lightning_diffusion.guidance.factory import METHODS, build_guidance
+from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
 
 __all__ = [
@@ -20,9 +22,12 @@ __all__ = [
     "CFGRescale",
     "ClassifierFree",
     "ClassifierGuidance",
+    "ClipGuidance",
     "Condition",
+    "ContrastiveModel",
     "DiffusionModel",
     "DynamicThresholding",
+    "GradientGuidance",
     "Guidance",
     "GuidanceInterval",
     "Guided",

@@ -7,9 +7,10 @@ from lightning_diffusion.guidance.autoguidance import AutoGuidance, Denoising
 from lightning_diffusion.guidance.base import Guidance
 from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
+from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval
 
-BASE_METHODS = ("cfg", "classifier", "autoguidance")
+BASE_METHODS = ("cfg", "classifier", "autoguidance", "clip")
 INTERVAL_SUFFIX = "_interval"
 METHODS = BASE_METHODS + tuple(method + INTERVAL_SUFFIX for method in BASE_METHODS)
 
@@ -24,6 +25,7 @@ def _method(
     scale: float,
     classifier: NoisyClassifier | None,
     guide_model: Denoising | None,
+    contrastive: ContrastiveModel | None,
     interval: tuple[float, float] | None,
 ) -> Guidance:
     if method not in METHODS:
@@ -41,6 +43,13 @@ def _method(
                 "(a noisy_classifier checkpoint)."
             )
         return ClassifierGuidance(classifier, scale)
+    if method == "clip":
+        if contrastive is None:
+            raise ConfigError(
+                "CLIP guidance needs a noise-aware contrastive encoder: pass --contrastive PATH "
+                "(a contrastive_encoder checkpoint)."
+            )
+        return ClipGuidance(contrastive, scale)
     if method == "autoguidance":
         if guide_model is None:
             raise ConfigError(
@@ -57,6 +66,7 @@ def build_guidance(
     *,
     classifier: NoisyClassifier | None = None,
     guide_model: Denoising | None = None,
+    contrastive: ContrastiveModel | None = None,
     interval: tuple[float, float] | None = None,
     rescale: float | None = None,
     threshold: float | None = None,
@@ -67,7 +77,7 @@ def build_guidance(
     noise levels (sigma_min, sigma_max] where guidance acts (any method; required by the ``*_interval`` ones).
     Rescale acts on the guided D, thresholding on the result, and the interval outermost, so steps outside
     it cost one plain conditional pass."""
-    guidance = _method(method, scale, classifier, guide_model, interval)
+    guidance = _method(method, scale, classifier, guide_model, contrastive, interval)
     if rescale is not None:
         guidance = CFGRescale(guidance, rescale)
     if threshold is not None:
