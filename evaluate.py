@@ -6,6 +6,8 @@
     python evaluate.py ... --methods '[cfg,classifier]' --classifier PATH --scales '[0,1,2,4]' \
         --num_samples 1000
     python evaluate.py ... --devices 2        # DDP through Lightning (CPU gloo here, GPUs elsewhere)
+    python evaluate.py --config configs/shapes/sweep.yaml --denoiser TEXT_DENOISER --evaluator EVAL \
+        --contrastive CLIP --clip_scorer OTHER_CLIP --out runs/shapes/sweep   # the GLIDE comparison
 
 Writes sweep.json, sweep.csv, curves.png and grid_<method>_s<scale>.png into --out (and with
 --save_samples the samples as npz); a re-run with the same --out skips finished rows.
@@ -42,6 +44,28 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--guide", type=str | None, default=None, help="weaker denoiser (method autoguidance)"
     )
+    parser.add_argument(
+        "--contrastive", type=str | None, default=None, help="noise-aware contrastive encoder (method clip)"
+    )
+    parser.add_argument(
+        "--clip_scorer",
+        type=str | None,
+        default=None,
+        help="contrastive encoder for the CLIP score, trained apart from the guiding one (another seed)",
+    )
+    parser.add_argument(
+        "--captions",
+        type=list[str] | str | None,
+        default=None,
+        help="captions to sample (a list, or a text file with one per line); default: the data's",
+    )
+    parser.add_argument(
+        "--source",
+        type=dict | None,
+        default=None,
+        help="data source (class_path/init_args) replacing the denoiser's for real images and captions, "
+        "e.g. held-out shapes combinations",
+    )
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False)
     parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
@@ -59,8 +83,64 @@ def sweep_settings(args: Any) -> SweepSettings:
     return settings
 
 
+def _load_captions(captions: list[str] | str) -> list[str]:
+    """A caption list as given, or read from a text file with one caption per line."""
+    if isinstance(captions, list):
+        return captions
+    path = Path(captions)
+    if not path.is_file():
+        raise ConfigError(
+            f"--captions {captions!r} is neither a list nor a text file; pass '[a, b]' or a path."
+        )
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _check_scorer(args: Any, contrastive: Any, scorer: Any) -> None:
+    """Refuse scoring with the guiding encoder itself: CLIP guidance would be graded by its own model."""
+    if contrastive is None or scorer is None:
+        return
+    same_file = Path(args.contrastive).resolve() == Path(args.clip_scorer).resolve()
+    guide_state, scorer_state = contrastive.state_dict(), scorer.state_dict()
+    same_weights = guide_state.keys() == scorer_state.keys() and all(
+        guide_state[k].shape == scorer_state[k].shape and bool((guide_state[k] == scorer_state[k]).all())
+        for k in guide_state
+    )
+    if same_file or same_weights:
+        raise ConfigError(
+            "--clip_scorer is the guiding contrastive encoder (--contrastive); the CLIP score must come from "
+            "an encoder trained separately (e.g. the same config with another seed_everything)."
+        )
+
+
+def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettings) -> Any:
+    """Uniform class labels, or (text models, CLIP guidance, --captions) captions with their labels and
+    attributes when they come from the data."""
+    from lightning_diffusion.prompts import Prompts
+
+    text = (
+        getattr(models.denoiser, "text_encoder", None) is not None
+        or args.captions is not None
+        or any(method.startswith("clip") for method in settings.methods)
+    )
+    if not text:
+        return Prompts(num_classes=models.num_classes)
+    if args.captions is not None:
+        return Prompts(captions=_load_captions(args.captions))
+    if not datamodule.has_captions:
+        raise ConfigError(
+            "the data has no captions to sample; pass --captions or use a captioned source "
+            "(Shapes, Captioned)."
+        )
+    split = settings.real_split
+    attributes = datamodule.attributes(split) if datamodule.attribute_values is not None else None
+    return Prompts(
+        captions=datamodule.captions(split), labels=datamodule.labels(split), attributes=attributes
+    )
+
+
 def load_models(args: Any, device: Any) -> tuple[Any, Any]:
-    """The sweep's components on ``device`` and the denoiser's data module (for real reference images)."""
+    """The sweep's components on ``device`` and the data module of its real images and captions (the
+    denoiser's, with ``--source`` replacing its source)."""
     from lightning_diffusion.data import DiffusionDataModule
     from lightning_diffusion.metrics import EvaluatorFeatures, InceptionFeatures
     from lightning_diffusion.registry import load_component, read_checkpoint
@@ -72,6 +152,9 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
         raise ConfigError(
             f"{args.denoiser} does not record the data it was trained on; cannot pick real images."
         )
+    if args.source is not None:
+        hparams = {**hparams, "source": args.source}
+    evaluator = None
     if args.inception_weights is not None:
         extractor, num_classes = InceptionFeatures(args.inception_weights), None
     elif args.evaluator is not None:
@@ -83,17 +166,24 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
             "the sweep needs features for its metrics: pass --evaluator PATH (train one with "
             "python train.py fit --config configs/<data>/evaluator.yaml) or --inception_weights PATH."
         )
-    classifier = guide = None
-    if args.classifier is not None:
-        classifier = load_component(args.classifier, kind="noisy_classifier", map_location=device)
-    if args.guide is not None:
-        guide = load_component(args.guide, kind="denoiser", map_location=device)
+
+    def optional(path: str | None, kind: str) -> Any:
+        return None if path is None else load_component(path, kind=kind, map_location=device)
+
+    classifier = optional(args.classifier, "noisy_classifier")
+    guide = optional(args.guide, "denoiser")
+    contrastive = optional(args.contrastive, "contrastive_encoder")
+    scorer = optional(args.clip_scorer, "contrastive_encoder")
+    _check_scorer(args, contrastive, scorer)
     num_classes = num_classes or denoiser.num_classes or getattr(classifier, "num_classes", None)
     if num_classes is None:
         raise ConfigError(
             "cannot tell the number of classes: pass an --evaluator or a class-conditional model."
         )
-    models = SweepModels(denoiser, extractor, classifier, guide, num_classes)
+    attribute_evaluator = evaluator if getattr(evaluator, "attribute_sizes", None) else None
+    models = SweepModels(
+        denoiser, extractor, classifier, guide, num_classes, contrastive, scorer, attribute_evaluator
+    )
     return models, DiffusionDataModule.from_hparams(hparams)
 
 
@@ -113,7 +203,10 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
         dir=args.out,
         mode=mode,
         job_type="sweep",
-        config={**vars(settings), "denoiser": args.denoiser, "evaluator": args.evaluator},
+        config={
+            **vars(settings),
+            **{key: args[key] for key in ("denoiser", "evaluator", "contrastive", "clip_scorer", "source")},
+        },
     )
 
 
@@ -145,6 +238,7 @@ def run(args: Any) -> list[dict[str, Any]]:
         reference_id=datamodule.reference_id(),
         cache_dir=args.cache_dir,
         log_row=wandb_row_logger(wandb_run) if wandb_run is not None else None,
+        prompts=build_prompts(args, models, datamodule, settings),
     )
     if wandb_run is not None:
         log_sweep_summary(wandb_run, rows, Path(args.out))

@@ -53,10 +53,10 @@ def save_grid(image: Tensor, path: str | Path) -> Path:
     return path
 
 
-def sorted_grid(images: Tensor, labels: Tensor, columns: int = 8) -> Tensor:
-    """A (C, H, W) image in [0, 1] of samples ordered by label (same-class samples side by side)."""
-    order = labels.argsort(stable=True)
-    cells = images[order]
+def sorted_grid(images: Tensor, labels: Tensor | None, columns: int = 8) -> Tensor:
+    """A (C, H, W) image in [0, 1] of samples ordered by label (same-class samples side by side), or in
+    their own order without labels."""
+    cells = images if labels is None else images[labels.argsort(stable=True)]
     factor = max(1, -(-MIN_CELL_PIXELS // cells.shape[-1]))
     cells = F.interpolate(cells, scale_factor=factor, mode="nearest")
     return make_grid((cells + 1) / 2, nrow=columns, padding=2, pad_value=1.0)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -29,8 +30,10 @@ from lightning_diffusion.diffusion import check_sampler, sample_generators
 from lightning_diffusion.grid import save_grid, sorted_grid
 from lightning_diffusion.guidance.factory import METHODS, build_guidance, uses_interval
 from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
+from lightning_diffusion.metrics.clip_score import clip_scores
+from lightning_diffusion.prompts import Drawn, Prompts
 from lightning_diffusion.samples_io import save_npz, scale_tag
-from lightning_diffusion.sampling import CountingModel, draw_labels, generate
+from lightning_diffusion.sampling import CountingModel, generate
 
 ROW_KEYS = (
     "method",
@@ -40,6 +43,8 @@ ROW_KEYS = (
     "precision",
     "recall",
     "class_accuracy",
+    "clip_score",
+    "attribute_accuracy",
     "nfe",
     "seconds",
 )
@@ -95,23 +100,39 @@ class SweepSettings:
 
 @dataclass
 class SweepModels:
-    """The trained components a sweep uses; ``classifier`` and ``guide`` only for their methods."""
+    """The trained components a sweep uses; ``classifier``, ``guide`` and ``contrastive`` only for their
+    methods. ``scorer`` (a contrastive encoder trained apart from the guiding one) gives the CLIP score,
+    ``attribute_evaluator`` (an evaluator with attribute heads) the attribute accuracy."""
 
     denoiser: Any
     extractor: FeatureExtractor
     classifier: Any = None
     guide: Any = None
     num_classes: int = 10
+    contrastive: Any = None
+    scorer: Any = None
+    attribute_evaluator: Any = None
 
     def conditioned(self, method: str) -> bool:
-        """Whether samples of ``method`` follow their label (so class accuracy means something)."""
-        return self.denoiser.num_classes is not None or method.startswith("classifier")
+        """Whether samples of ``method`` follow their label or caption (so class accuracy means something)."""
+        return (
+            self.denoiser.num_classes is not None
+            or getattr(self.denoiser, "text_encoder", None) is not None
+            or method.startswith(("classifier", "clip"))
+        )
 
 
-def check_compatible(models: SweepModels, settings: SweepSettings) -> None:
-    """Refuse components that were trained on different data than the denoiser."""
+def check_compatible(models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
+    """Refuse components that were trained on different data than the denoiser, or that cannot follow
+    the prompts."""
     denoiser = models.denoiser
-    for role, other in (("classifier", models.classifier), ("guide", models.guide)):
+    roles = (
+        ("classifier", models.classifier),
+        ("guide", models.guide),
+        ("contrastive encoder", models.contrastive),
+        ("CLIP scorer", models.scorer),
+    )
+    for role, other in roles:
         if other is None:
             continue
         if tuple(other.image_shape) != tuple(denoiser.image_shape):
@@ -124,12 +145,26 @@ def check_compatible(models: SweepModels, settings: SweepSettings) -> None:
                 f"the classifier knows {other.num_classes} classes but the denoiser {denoiser.num_classes}; "
                 "pass a classifier trained on the same data."
             )
-    if denoiser.num_classes is None and any(m.startswith("cfg") for m in settings.methods):
+    text_model = getattr(denoiser, "text_encoder", None) is not None
+    if prompts.text:
+        wrong = [m for m in settings.methods if not m.startswith(("cfg", "clip", "autoguidance"))]
+        if wrong:
+            raise ConfigError(f"methods {wrong} guide towards class labels; with captions use cfg or clip.")
+        if not text_model and any(m.startswith("cfg") for m in settings.methods):
+            raise ConfigError(
+                "classifier-free guidance on captions needs a text-conditional denoiser (with a "
+                "text_encoder); use --methods '[clip]' with --contrastive PATH for this one."
+            )
+    elif any(m.startswith("clip") for m in settings.methods):
+        raise ConfigError(
+            "CLIP guidance needs captions: sample from a captioned data set or pass --captions."
+        )
+    elif denoiser.num_classes is None and any(m.startswith("cfg") for m in settings.methods):
         raise ConfigError(
             "classifier-free guidance needs a class-conditional denoiser, and this one is unconditional; "
             "use --methods '[classifier]' with --classifier PATH, or a conditional denoiser."
         )
-    if denoiser.num_classes not in (None, models.num_classes):
+    if not prompts.text and denoiser.num_classes not in (None, models.num_classes):
         raise ConfigError(
             f"the evaluator knows {models.num_classes} classes but the denoiser {denoiser.num_classes}: "
             "it was trained on another data set; pass an evaluator trained on the denoiser's data."
@@ -196,19 +231,39 @@ def reference_features(
     return torch.load(cache_file, weights_only=True)
 
 
-def _gather_samples(
-    indices: list[int], images: list[Tensor], labels: list[Tensor], count: int
-) -> tuple[Tensor, Tensor]:
-    """The samples with index < ``count`` from all ranks, ordered by sample index (only what rank 0
-    writes travels: the grid's samples, or all of them with ``save_samples``)."""
-    local = None
-    if images:
-        index = torch.tensor(indices, dtype=torch.long)
-        keep = index < count
-        local = (index[keep], torch.cat(images)[keep], torch.cat(labels)[keep])
-    parts = [part for part in distributed.gather_objects(local) if part is not None]
-    order = torch.cat([part[0] for part in parts]).argsort()
-    return torch.cat([part[1] for part in parts])[order], torch.cat([part[2] for part in parts])[order]
+@dataclass
+class Kept:
+    """The samples a rank keeps for rank 0 to write (grid, npz), with their sample indices."""
+
+    indices: list[int] = field(default_factory=list)
+    images: list[Tensor] = field(default_factory=list)
+    labels: list[Tensor] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+
+    def add(self, indices: list[int], images: Tensor, drawn: Drawn, count: int) -> None:
+        """Keep the samples with index < ``count``: the grid's, or all of them with ``save_samples``."""
+        keep = [position for position, index in enumerate(indices) if index < count]
+        if not keep:
+            return
+        self.indices += [indices[p] for p in keep]
+        self.images.append(images[keep].cpu())
+        if drawn.labels is not None:
+            self.labels.append(drawn.labels[keep].cpu())
+        if drawn.captions is not None:
+            self.captions += [drawn.captions[p] for p in keep]
+
+    def gather(self) -> tuple[Tensor, Tensor | None, list[str] | None]:
+        """Every rank's kept samples ordered by sample index: images, labels and captions (if any)."""
+        parts = [part for part in distributed.gather_objects(self) if part.indices]
+        order = torch.tensor([i for part in parts for i in part.indices]).argsort()
+        images = torch.cat([image for part in parts for image in part.images])[order]
+        labels = [label for part in parts for label in part.labels]
+        captions = [caption for part in parts for caption in part.captions]
+        return (
+            images,
+            torch.cat(labels)[order] if labels else None,
+            [captions[i] for i in order.tolist()] if captions else None,
+        )
 
 
 def run_sweep(
@@ -220,14 +275,17 @@ def run_sweep(
     cache_dir: str | Path,
     log_row: Callable[[dict[str, Any], Path], None] | None = None,
     progress: bool = True,
+    prompts: Prompts | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (method, scale) row not yet in ``out/sweep.json``; return all rows.
 
     ``real_images(n)`` returns n real images of the reference split; ``reference_id`` identifies that
-    data (source spec) in the cache key. Every rank must call this (metrics are collectives).
+    data (source spec) in the cache key. ``prompts`` says what samples are conditioned on (default:
+    uniform labels over the evaluator's classes). Every rank must call this (metrics are collectives).
     """
     settings.validate()
-    check_compatible(models, settings)
+    prompts = prompts or Prompts(num_classes=models.num_classes)
+    check_compatible(models, settings, prompts)
     out = Path(out)
     denoiser = models.denoiser
     device = next(denoiser.parameters()).device
@@ -262,32 +320,42 @@ def run_sweep(
                 scale,
                 classifier=models.classifier,
                 guide_model=guide,
+                contrastive=models.contrastive,
                 interval=settings.interval if uses_interval(method) else None,
                 rescale=settings.rescale,
                 threshold=settings.threshold,
             )
             metrics.reset_generated()
             start = time.perf_counter()
-            kept_images, kept_labels = [], []
+            kept = Kept()
+            wanted = settings.num_samples if settings.save_samples else settings.grid_size
             batches = range(0, len(my_indices), settings.batch_size)
             for first in tqdm(batches, desc=f"{method} s={scale:g}", disable=not progress or rank != 0):
                 indices = my_indices[first : first + settings.batch_size]
                 generators = sample_generators(settings.seed, indices, device)
-                labels = draw_labels(generators, models.num_classes)
-                cond = {"label": labels}
+                drawn = prompts.draw(generators)
                 with torch.no_grad():
                     images = generate(
-                        counted, guidance, generators, cond, settings.sampler, settings.steps, settings.eta
+                        counted,
+                        guidance,
+                        generators,
+                        drawn.cond,
+                        settings.sampler,
+                        settings.steps,
+                        settings.eta,
                     ).clamp(-1, 1)
                     features, logits = models.extractor.features_and_logits(images)
-                metrics.update_generated(features, logits, labels if models.conditioned(method) else None)
-                kept_images.append(images.cpu())
-                kept_labels.append(labels.cpu())
+                    metrics.update_generated(
+                        features,
+                        logits,
+                        drawn.labels if models.conditioned(method) else None,
+                        **_text_metric_inputs(models, images, drawn),
+                    )
+                kept.add(indices, images, drawn, wanted)
             values = metrics.compute()
             evaluations = sum(distributed.gather_objects(counted.rows + (guide.rows if guide else 0)))
             seconds = max(distributed.gather_objects(time.perf_counter() - start))
-            wanted = settings.num_samples if settings.save_samples else settings.grid_size
-            samples, labels = _gather_samples(my_indices, kept_images, kept_labels, wanted)
+            samples, labels, captions = kept.gather()
             row = {
                 "method": method,
                 "scale": float(scale),
@@ -298,10 +366,12 @@ def run_sweep(
             rows.append(row)
             if rank == 0:
                 tag = f"{method}_{scale_tag(scale)}"
-                grid = sorted_grid(samples[: settings.grid_size], labels[: settings.grid_size])  # by index
+                grid_labels = labels[: settings.grid_size] if labels is not None else None
+                grid = sorted_grid(samples[: settings.grid_size], grid_labels)  # by index
                 grid_path = save_grid(grid, out / f"grid_{tag}.png")
                 if settings.save_samples:
-                    save_npz(out / f"samples_{tag}.npz", samples, labels)
+                    extra = {} if captions is None else {"captions": np.array(captions)}
+                    save_npz(out / f"samples_{tag}.npz", samples, labels, **extra)
                 write_rows(out, rows)
                 if log_row is not None:
                     log_row(row, grid_path)
@@ -311,3 +381,15 @@ def run_sweep(
         plot_curves(rows, out / "curves.png")
     distributed.barrier()
     return rows
+
+
+def _text_metric_inputs(models: SweepModels, images: Tensor, drawn: Drawn) -> dict[str, Tensor]:
+    """CLIP scores of samples against their captions and the fraction of their attributes the
+    evaluator reads back, where the models and the prompts allow (empty otherwise)."""
+    inputs = {}
+    if drawn.captions is not None and models.scorer is not None:
+        inputs["clip_scores"] = clip_scores(models.scorer, images, drawn.captions)
+    if drawn.attributes is not None and models.attribute_evaluator is not None:
+        predicted = models.attribute_evaluator.attribute_predictions(images)
+        inputs["attribute_correct"] = (predicted == drawn.attributes).float().mean(dim=1)
+    return inputs

@@ -8,7 +8,15 @@ from typing import Any
 
 from lightning_diffusion.sweep import ROW_KEYS
 
-PLOTTED = ("fid", "inception_score", "precision", "recall", "class_accuracy")
+PLOTTED = (
+    "fid",
+    "inception_score",
+    "precision",
+    "recall",
+    "class_accuracy",
+    "clip_score",
+    "attribute_accuracy",
+)
 
 
 def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any], Path], None]:
@@ -16,7 +24,9 @@ def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any
     import wandb
 
     def log_row(row: dict[str, Any], grid_path: Path) -> None:
-        metrics = {f"{prefix}/{row['method']}/{key}": row[key] for key in ROW_KEYS[2:]}
+        metrics = {
+            f"{prefix}/{row['method']}/{key}": row[key] for key in ROW_KEYS[2:] if row[key] is not None
+        }
         image = wandb.Image(str(grid_path), caption=f"{row['method']} s={row['scale']:g}")
         run.log(
             {
@@ -39,5 +49,6 @@ def log_sweep_summary(run: Any, rows: Sequence[dict[str, Any]], out: Path, prefi
             table, "scale", key, stroke="method", title=f"{key} vs guidance scale"
         )
         for key in PLOTTED
+        if any(row[key] is not None for row in rows)
     }
     run.log({f"{prefix}/table": table, **plots, f"{prefix}/curves": wandb.Image(str(out / "curves.png"))})

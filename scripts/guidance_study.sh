@@ -23,22 +23,13 @@ read -r -a fit_args <<< "${FIT_ARGS:-}"
 read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
 [ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 
-fit() {  # fit NAME CONFIG [overrides...]: train configs/<data>/CONFIG.yaml into $root/NAME once
-  local name=$1 config=$2; shift 2
-  [ -f "$root/$name/checkpoints/last.ckpt" ] && { echo "reusing $root/$name"; return; }
-  local logger=(--trainer.logger.init_args.save_dir "$root/$name")
-  [ "${NO_WANDB:-0}" = 1 ] && logger=(--trainer.logger false)
-  "$python" train.py fit --config "configs/$data/$config.yaml" --trainer.enable_progress_bar false \
-    --trainer.default_root_dir "$root/$name" "${logger[@]}" "$@" "${fit_args[@]}"
-}
+source "$(dirname "$0")/fit.sh"
 
-fit denoiser denoiser --trainer.max_epochs -1 --trainer.max_time "$denoiser_time"
-fit guide denoiser --trainer.max_epochs -1 --trainer.max_time "$guide_time"
-fit noisy_classifier noisy_classifier
-fit evaluator evaluator
-"$python" train.py test --config "configs/$data/evaluator.yaml" --trainer.enable_progress_bar false \
-  --ckpt_path "$root/evaluator/checkpoints/last.ckpt" --trainer.logger false \
-  --trainer.default_root_dir "$root/evaluator" "${fit_args[@]}"
+fit denoiser "$data" denoiser --trainer.max_epochs -1 --trainer.max_time "$denoiser_time"
+fit guide "$data" denoiser --trainer.max_epochs -1 --trainer.max_time "$guide_time"
+fit noisy_classifier "$data" noisy_classifier
+fit evaluator "$data" evaluator
+test_evaluator "$data"
 "$python" evaluate.py --config "configs/$data/sweep.yaml" --out "$root/sweep" --num_samples "$samples" \
   --denoiser "$root/denoiser/checkpoints/last.ckpt" --guide "$root/guide/checkpoints/last.ckpt" \
   --classifier "$root/noisy_classifier/checkpoints/last.ckpt" \

@@ -1,8 +1,9 @@
 """The LightningModules of the framework; importing this package registers them."""
 
 from lightning_diffusion.components.base import Component
+from lightning_diffusion.components.contrastive_encoder import ContrastiveEncoder
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.components.evaluator import Evaluator
 from lightning_diffusion.components.noisy_classifier import NoisyClassifier
 
-__all__ = ["Component", "Denoiser", "Evaluator", "NoisyClassifier"]
+__all__ = ["Component", "ContrastiveEncoder", "Denoiser", "Evaluator", "NoisyClassifier"]

@@ -7,11 +7,12 @@ ranks, and every rank must call ``compute`` (it is a collective).
 - Precision / recall (Kynkäänniemi et al. 2019, k = 3 nearest neighbours): torch-fidelity's formula on
   the features gathered from all ranks.
 - Class accuracy: argmax of the extractor logits against the conditioning label.
+- CLIP score (text sweeps): mean of per-sample scores from a separately trained contrastive encoder.
+- Attribute accuracy (text sweeps): mean fraction of a caption's attributes the evaluator reads back.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch_fidelity.metric_prc import calculate_precision_recall_full
 from torchmetrics import CatMetric, MeanMetric
@@ -34,35 +35,59 @@ class SampleMetrics(nn.Module):
         self.real_features = CatMetric()
         self.generated_features = CatMetric()
         self.class_accuracy = MeanMetric()
+        self.clip_score = MeanMetric()
+        self.attribute_accuracy = MeanMetric()
 
     def update_real(self, features: Tensor) -> None:
         """Add real-data features (each rank adds its own shard)."""
         self.fid.update(features, real=True)
         self.real_features.update(features.float())
 
-    def update_generated(self, features: Tensor, logits: Tensor, labels: Tensor | None) -> None:
-        """Add generated samples: their features, logits and (if conditional) conditioning labels."""
+    def update_generated(
+        self,
+        features: Tensor,
+        logits: Tensor,
+        labels: Tensor | None,
+        clip_scores: Tensor | None = None,
+        attribute_correct: Tensor | None = None,
+    ) -> None:
+        """Add generated samples: their features, logits, (if conditional) conditioning labels, and
+        (text sweeps) per-sample CLIP scores and fractions of attributes read back correctly."""
         self.fid.update(features, real=False)
         self.inception_score.update(logits.float())
         self.generated_features.update(features.float())
-        if labels is not None:
-            self.class_accuracy.update((logits.argmax(dim=1) == labels).float())
+        for metric, values in (
+            (self.class_accuracy, None if labels is None else (logits.argmax(dim=1) == labels).float()),
+            (self.clip_score, clip_scores),
+            (self.attribute_accuracy, attribute_correct),
+        ):
+            if values is not None:
+                metric.update(values)
 
     def compute(self) -> dict[str, float]:
-        """FID, IS, precision, recall and class accuracy over every rank's samples (a collective)."""
+        """FID, IS, precision, recall, class accuracy, CLIP score and attribute accuracy over every rank's
+        samples (a collective); a metric the samples gave no input for (e.g. class accuracy of
+        unconditional samples) is None."""
         generated = self.generated_features.compute().reshape(-1, self.fid.fake_features_sum.shape[0])
         real = self.real_features.compute().reshape(-1, generated.shape[1])
         precision, recall = calculate_precision_recall_full(generated, real, self.neighbourhood)
-        accuracy = self.class_accuracy.compute()
         return {
             "fid": float(self.fid.compute()),
             "inception_score": float(self.inception_score.compute()[0]),
             "precision": float(precision),
             "recall": float(recall),
-            "class_accuracy": float(accuracy) if not torch.isnan(accuracy) else float("nan"),
+            "class_accuracy": _mean_or_none(self.class_accuracy),
+            "clip_score": _mean_or_none(self.clip_score),
+            "attribute_accuracy": _mean_or_none(self.attribute_accuracy),
         }
 
     def reset_generated(self) -> None:
         """Forget generated samples (FID keeps its real states, by ``reset_real_features=False``)."""
-        for metric in (self.fid, self.inception_score, self.generated_features, self.class_accuracy):
+        generated = (self.fid, self.inception_score, self.generated_features, self.class_accuracy)
+        for metric in (*generated, self.clip_score, self.attribute_accuracy):
             metric.reset()
+
+
+def _mean_or_none(metric: MeanMetric) -> float | None:
+    """The metric's mean, or None where no sample fed it (the same on every rank, so no rank waits)."""
+    return float(metric.compute()) if metric.update_called else None
