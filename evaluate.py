@@ -6,6 +6,7 @@
     python evaluate.py ... --methods '[cfg,classifier]' --classifier PATH --scales '[0,1,2,4]' \
         --num_samples 1000
     python evaluate.py ... --devices 2        # DDP through Lightning (CPU gloo here, GPUs elsewhere)
+    python evaluate.py ... --methods '[cfg,cascade]' --cascade '[BASE16.ckpt,UPSAMPLER.ckpt]' --aug_level 0.1
     python evaluate.py --config configs/shapes/sweep.yaml --denoiser TEXT_DENOISER --evaluator EVAL \
         --contrastive CLIP --clip_scorer OTHER_CLIP --out runs/shapes/sweep   # the GLIDE comparison
 
@@ -65,6 +66,12 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="data source (class_path/init_args) replacing the denoiser's for real images and captions, "
         "e.g. held-out shapes combinations",
+    )
+    parser.add_argument(
+        "--cascade",
+        type=list[str] | None,
+        default=None,
+        help="method cascade: base denoiser and upsampler checkpoints, lowest resolution first",
     )
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False)
@@ -181,8 +188,13 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
             "cannot tell the number of classes: pass an --evaluator or a class-conditional model."
         )
     attribute_evaluator = evaluator if getattr(evaluator, "attribute_sizes", None) else None
+    cascade = None
+    if args.cascade is not None:
+        from lightning_diffusion.pipeline import Cascade
+
+        cascade = Cascade.from_checkpoints(args.cascade, map_location=device)
     models = SweepModels(
-        denoiser, extractor, classifier, guide, num_classes, contrastive, scorer, attribute_evaluator
+        denoiser, extractor, classifier, guide, num_classes, contrastive, scorer, attribute_evaluator, cascade
     )
     return models, DiffusionDataModule.from_hparams(hparams)
 
@@ -205,7 +217,10 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
         job_type="sweep",
         config={
             **vars(settings),
-            **{key: args[key] for key in ("denoiser", "evaluator", "contrastive", "clip_scorer", "source")},
+            **{
+                key: args[key]
+                for key in ("denoiser", "evaluator", "contrastive", "clip_scorer", "source", "cascade")
+            },
         },
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ def _as_denoiser(model: Denoiser | str | Path, device: torch.device | str | None
     return model
 
 
-def _labels_for(model: Denoiser, labels: Sequence[int] | Tensor | None, n: int | None) -> Tensor | None:
+def labels_for(model: Any, labels: Sequence[int] | Tensor | None, n: int | None) -> Tensor | None:
+    """The labels to sample as a long tensor (None for ``n`` unconditional samples), after refusing
+    labels for an unconditional ``model`` (anything with ``num_classes``) or a count that disagrees."""
     if labels is None:
         if n is None or n < 1:
             raise ConfigError("give the labels to sample, or the number n of unconditional samples (n >= 1).")
@@ -80,6 +82,29 @@ def generate(
 
 
 @torch.no_grad()
+def sample_in_batches(
+    generate_batch: Callable[[Sequence[torch.Generator], Condition], Tensor],
+    labels: Tensor | None,
+    total: int,
+    device: torch.device,
+    seed: int = 0,
+    first_index: int = 0,
+    batch_size: int = 256,
+    desc: str = "sampling",
+    progress: bool = False,
+) -> Tensor:
+    """``total`` images from ``generate_batch(generators, cond)``, batch by batch: sample i (counting
+    from ``first_index``) draws its noise from a generator seeded by (seed, i), so a sample is the same
+    whatever the batch size; ``labels`` (if given) condition the samples."""
+    batches = []
+    for start in tqdm(range(0, total, batch_size), desc=desc, disable=not progress):
+        stop = min(start + batch_size, total)
+        generators = sample_generators(seed, range(first_index + start, first_index + stop), device)
+        cond = {} if labels is None else {"label": labels[start:stop].to(device)}
+        batches.append(generate_batch(generators, cond).cpu())
+    return torch.cat(batches).clamp(-1, 1)
+
+
 def sample(
     model: Denoiser | str | Path,
     labels: Sequence[int] | Tensor | None = None,
@@ -102,19 +127,19 @@ def sample(
     ``guidance_scale`` (s = 1 conditional, s = 0 unconditional, s > 1 guided).
     """
     model = _as_denoiser(model, device)
-    labels = _labels_for(model, labels, n)
-    total = labels.numel() if labels is not None else n
+    labels = labels_for(model, labels, n)
     guidance = guidance or ClassifierFree(guidance_scale)
-    device = next(model.parameters()).device
-    batches = []
-    for start in tqdm(
-        range(0, total, batch_size), desc=f"sampling s={guidance_scale:g}", disable=not progress
-    ):
-        stop = min(start + batch_size, total)
-        generators = sample_generators(seed, range(first_index + start, first_index + stop), device)
-        cond = {} if labels is None else {"label": labels[start:stop].to(device)}
-        batches.append(generate(model, guidance, generators, cond, sampler, steps, eta).cpu())
-    return torch.cat(batches).clamp(-1, 1)
+    return sample_in_batches(
+        lambda generators, cond: generate(model, guidance, generators, cond, sampler, steps, eta),
+        labels,
+        labels.numel() if labels is not None else n,
+        next(model.parameters()).device,
+        seed,
+        first_index,
+        batch_size,
+        f"sampling s={guidance_scale:g}",
+        progress,
+    )
 
 
 def to_uint8(images: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,13 @@ from lightning_diffusion.grid import save_grid, sorted_grid
 from lightning_diffusion.guidance.factory import METHODS, build_guidance, uses_interval
 from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
 from lightning_diffusion.metrics.clip_score import clip_scores
+from lightning_diffusion.pipeline import Cascade
 from lightning_diffusion.prompts import Drawn, Prompts
 from lightning_diffusion.samples_io import save_npz, scale_tag
 from lightning_diffusion.sampling import CountingModel, generate
 
+CASCADE = "cascade"  # base denoiser + upsamplers; its scale is the base stage's CFG scale
+SWEEP_METHODS = (*METHODS, CASCADE)
 ROW_KEYS = (
     "method",
     "scale",
@@ -69,6 +72,8 @@ class SweepSettings:
     threshold: float | None = None
     save_samples: bool = False
     grid_size: int = 64
+    aug_level: float = 0.0  # method cascade: augmentation level of each upsampler's low-res input
+    upsampler_scale: float = 1.0  # method cascade: CFG scale of the upsampler stages
 
     def scales_for(self, method: str) -> list[float]:
         """The scales of one method: ``scales`` is one list for all methods or a dict per method."""
@@ -77,10 +82,12 @@ class SweepSettings:
     def validate(self) -> None:
         """Refuse settings that cannot make a sweep, with the fix in the message."""
         if not self.methods:
-            raise ConfigError(f"the list of methods is empty; choose from {', '.join(METHODS)}.")
-        unknown = [m for m in self.methods if m not in METHODS]
+            raise ConfigError(f"the list of methods is empty; choose from {', '.join(SWEEP_METHODS)}.")
+        unknown = [m for m in self.methods if m not in SWEEP_METHODS]
         if unknown:
-            raise ConfigError(f"unknown guidance method(s) {unknown}; choose from {', '.join(METHODS)}.")
+            raise ConfigError(
+                f"unknown guidance method(s) {unknown}; choose from {', '.join(SWEEP_METHODS)}."
+            )
         if self.num_samples < 2:
             raise ConfigError(
                 f"num_samples must be at least 2 (FID needs two samples), got {self.num_samples}."
@@ -89,6 +96,8 @@ class SweepSettings:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")
         if self.num_real is not None and self.num_real < 2:
             raise ConfigError(f"num_real must be at least 2, got {self.num_real}.")
+        if not 0.0 <= self.aug_level <= 1.0:
+            raise ConfigError(f"aug_level is a diffusion time in [0, 1], got {self.aug_level}.")
         for method in self.methods:
             if not self.scales_for(method):
                 raise ConfigError(
@@ -112,6 +121,7 @@ class SweepModels:
     contrastive: Any = None
     scorer: Any = None
     attribute_evaluator: Any = None
+    cascade: Any = None
 
     def conditioned(self, method: str) -> bool:
         """Whether samples of ``method`` follow their label or caption (so class accuracy means something)."""
@@ -119,6 +129,7 @@ class SweepModels:
             self.denoiser.num_classes is not None
             or getattr(self.denoiser, "text_encoder", None) is not None
             or method.startswith(("classifier", "clip"))
+            or (method == CASCADE and self.cascade.num_classes is not None)
         )
 
 
@@ -144,6 +155,17 @@ def check_compatible(models: SweepModels, settings: SweepSettings, prompts: Prom
             raise ConfigError(
                 f"the classifier knows {other.num_classes} classes but the denoiser {denoiser.num_classes}; "
                 "pass a classifier trained on the same data."
+            )
+    if CASCADE in settings.methods:
+        if models.cascade is None:
+            raise ConfigError(
+                "method cascade needs its stages: pass --cascade '[BASE.ckpt, UPSAMPLER.ckpt]'."
+            )
+        if tuple(models.cascade.image_shape) != tuple(denoiser.image_shape):
+            raise ConfigError(
+                f"the cascade makes images of shape {tuple(models.cascade.image_shape)} but the denoiser "
+                f"{tuple(denoiser.image_shape)}; metrics compare both at the final resolution, so pass a "
+                "denoiser trained at the cascade's final resolution."
             )
     text_model = getattr(denoiser, "text_encoder", None) is not None
     if prompts.text:
@@ -313,18 +335,7 @@ def run_sweep(
         for scale in settings.scales_for(method):
             if (method, float(scale)) in done:
                 continue
-            counted = CountingModel(denoiser)
-            guide = CountingModel(models.guide) if models.guide is not None else None
-            guidance = build_guidance(
-                method,
-                scale,
-                classifier=models.classifier,
-                guide_model=guide,
-                contrastive=models.contrastive,
-                interval=settings.interval if uses_interval(method) else None,
-                rescale=settings.rescale,
-                threshold=settings.threshold,
-            )
+            sample_batch, evaluations_so_far = _row_sampler(models, settings, method, scale)
             metrics.reset_generated()
             start = time.perf_counter()
             kept = Kept()
@@ -335,15 +346,7 @@ def run_sweep(
                 generators = sample_generators(settings.seed, indices, device)
                 drawn = prompts.draw(generators)
                 with torch.no_grad():
-                    images = generate(
-                        counted,
-                        guidance,
-                        generators,
-                        drawn.cond,
-                        settings.sampler,
-                        settings.steps,
-                        settings.eta,
-                    ).clamp(-1, 1)
+                    images = sample_batch(generators, drawn.cond).clamp(-1, 1)
                     features, logits = models.extractor.features_and_logits(images)
                     metrics.update_generated(
                         features,
@@ -353,7 +356,7 @@ def run_sweep(
                     )
                 kept.add(indices, images, drawn, wanted)
             values = metrics.compute()
-            evaluations = sum(distributed.gather_objects(counted.rows + (guide.rows if guide else 0)))
+            evaluations = sum(distributed.gather_objects(evaluations_so_far()))
             seconds = max(distributed.gather_objects(time.perf_counter() - start))
             samples, labels, captions = kept.gather()
             row = {
@@ -381,6 +384,46 @@ def run_sweep(
         plot_curves(rows, out / "curves.png")
     distributed.barrier()
     return rows
+
+
+def _row_sampler(
+    models: SweepModels, settings: SweepSettings, method: str, scale: float
+) -> tuple[Callable[[Sequence[torch.Generator], dict[str, Any]], Tensor], Callable[[], int]]:
+    """How one row samples a batch ``(generators, cond) -> images``, and a count of the network rows
+    it has denoised so far (for NFE): a guided denoiser, or the cascade with its base stage at ``scale``."""
+    if method == CASCADE:
+        stages = models.cascade.stages
+        cascade = Cascade(
+            [
+                replace(
+                    stage,
+                    sampler=settings.sampler,
+                    steps=settings.steps,
+                    eta=settings.eta,
+                    guidance_scale=scale if index == 0 else settings.upsampler_scale,
+                    aug_level=0.0 if index == 0 else settings.aug_level,
+                )
+                for index, stage in enumerate(stages)
+            ]
+        )
+        return cascade.generate, lambda: cascade.rows
+    counted = CountingModel(models.denoiser)
+    guide = CountingModel(models.guide) if models.guide is not None else None
+    guidance = build_guidance(
+        method,
+        scale,
+        classifier=models.classifier,
+        guide_model=guide,
+        contrastive=models.contrastive,
+        interval=settings.interval if uses_interval(method) else None,
+        rescale=settings.rescale,
+        threshold=settings.threshold,
+    )
+
+    def sample_batch(generators: Sequence[torch.Generator], cond: dict[str, Any]) -> Tensor:
+        return generate(counted, guidance, generators, cond, settings.sampler, settings.steps, settings.eta)
+
+    return sample_batch, lambda: counted.rows + (guide.rows if guide is not None else 0)
 
 
 def _text_metric_inputs(models: SweepModels, images: Tensor, drawn: Drawn) -> dict[str, Tensor]:

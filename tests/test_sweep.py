@@ -235,3 +235,37 @@ def test_guidance_sweep_callback_runs_the_sweep_during_training(checkpoints, tmp
     rows = read_rows(tmp_path / "sweeps" / "epoch0000")
     assert [(row["method"], row["scale"]) for row in rows] == [("cfg", 0.0), ("cfg", 2.0)]
     assert len(calls) == 1  # not during the sanity check
+
+
+def tiny_cascade_stages(folder: Path, base_size: int) -> list[str]:
+    """A tiny class-conditional base at ``base_size`` and an upsampler from 4x4 to 8x8, saved."""
+    from tiny import COND_DIM, tiny_unet
+
+    from lightning_diffusion.components import Denoiser, Upsampler
+    from lightning_diffusion.nets import UNet
+
+    torch.manual_seed(0)
+    base = Denoiser(tiny_unet(), image_shape=(1, base_size, base_size), num_classes=10)
+    net = UNet(in_channels=2, out_channels=1, channels=(8, 16), num_res_blocks=1, cond_dim=COND_DIM)
+    upsampler = Upsampler(net, image_shape=(1, 8, 8), low_res_size=4)
+    return [save_component(base, folder / "base.ckpt"), save_component(upsampler, folder / "up.ckpt")]
+
+
+def test_cascade_rows_sit_next_to_the_final_resolution_denoiser(checkpoints, tmp_path):
+    stages = tiny_cascade_stages(tmp_path, base_size=4)
+    extra = ["--methods", "[cfg,cascade]", "--scales", "[1,2]", "--cascade", f"[{','.join(stages)}]"]
+    rows = evaluate.main(sweep_args(checkpoints, tmp_path / "sweep", *extra, "--aug_level", "0.2"))
+    assert [(row["method"], row["scale"]) for row in rows] == [
+        ("cfg", 1.0), ("cfg", 2.0), ("cascade", 1.0), ("cascade", 2.0)
+    ]  # fmt: skip
+    # 3 steps per stage: the base doubles its rows under CFG (s = 2), the upsampler runs at s = 1
+    assert [row["nfe"] for row in rows[2:]] == [3 + 3, 6 + 3]
+    assert all(row["class_accuracy"] is not None for row in rows)
+
+
+def test_a_cascade_whose_stages_do_not_chain_is_refused(checkpoints, tmp_path):
+    stages = tiny_cascade_stages(tmp_path, base_size=2)
+    with pytest.raises(SystemExit, match=r"stage 1 \(Upsampler, 1x8x8\) takes low-res images of shape"):
+        evaluate.main(
+            sweep_args(checkpoints, tmp_path / "s", "--methods", "[cascade]", "--cascade", str(stages))
+        )

@@ -5,5 +5,6 @@ from lightning_diffusion.components.contrastive_encoder import ContrastiveEncode
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.components.evaluator import Evaluator
 from lightning_diffusion.components.noisy_classifier import NoisyClassifier
+from lightning_diffusion.components.upsampler import Upsampler
 
-__all__ = ["Component", "ContrastiveEncoder", "Denoiser", "Evaluator", "NoisyClassifier"]
+__all__ = ["Component", "ContrastiveEncoder", "Denoiser", "Evaluator", "NoisyClassifier", "Upsampler"]

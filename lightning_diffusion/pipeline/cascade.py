@@ -1,0 +1,222 @@
+"""Cascaded diffusion (Ho et al. 2021): a base denoiser at low resolution followed by SR3 upsamplers.
+
+Each stage samples with its own sampler, steps and classifier-free guidance scale; an upsampler stage
+takes the previous stage's output (clamped to [-1, 1]) as its low-res condition, noised at the stage's
+``aug_level`` (Gaussian conditioning augmentation, Sec. 3). Every random draw of sample i, in every stage,
+comes from generator i, so a sample does not depend on the batch it is drawn in.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_diffusion.components.denoiser import Denoiser
+from lightning_diffusion.components.upsampler import Upsampler
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.diffusion import check_sampler
+from lightning_diffusion.guidance import Condition, build_guidance
+from lightning_diffusion.registry import load_component
+from lightning_diffusion.sampling import CountingModel, generate, labels_for, sample_in_batches
+
+
+@dataclass
+class CascadeStage:
+    """One stage and how to sample it: ``guidance_scale`` is classifier-free guidance on the stage's
+    label/caption (1 = plain conditional), ``aug_level`` the augmentation level of an upsampler's
+    low-res input (0 = clean; the base stage has none)."""
+
+    model: Denoiser
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    guidance_scale: float = 1.0
+    aug_level: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_sampler(self.sampler)
+        if self.steps < 1:
+            raise ConfigError(f"the number of sampling steps must be at least 1, got {self.steps}.")
+        if not 0.0 <= self.aug_level <= 1.0:
+            raise ConfigError(f"aug_level is a diffusion time in [0, 1], got {self.aug_level}.")
+
+
+def _stage_name(index: int, stage: CascadeStage) -> str:
+    shape = "x".join(map(str, getattr(stage.model, "image_shape", ())))
+    return f"stage {index} ({type(stage.model).__name__}, {shape})"
+
+
+def _check_stages(stages: Sequence[CascadeStage]) -> None:
+    """Refuse a cascade whose stages do not chain: a base denoiser, then upsamplers of matching sizes."""
+    if not stages:
+        raise ConfigError("a cascade needs at least one stage (the base denoiser).")
+    base = stages[0]
+    if isinstance(base.model, Upsampler) or not isinstance(base.model, Denoiser):
+        raise ConfigError(
+            f"{_stage_name(0, base)} must be a base denoiser (kind 'denoiser'), not an upsampler; put the "
+            "upsamplers after it."
+        )
+    if base.aug_level != 0.0:
+        raise ConfigError(f"{_stage_name(0, base)} has no low-res input: leave its aug_level at 0.")
+    for index, stage in enumerate(stages):
+        if stage.guidance_scale != 1.0 and not stage.model.null_condition(1, torch.device("cpu")):
+            raise ConfigError(
+                f"{_stage_name(index, stage)} has no label or caption to guide: set its guidance_scale to 1."
+            )
+        if index == 0:
+            continue
+        previous = stages[index - 1].model
+        if not isinstance(stage.model, Upsampler):
+            raise ConfigError(
+                f"{_stage_name(index, stage)} follows {_stage_name(index - 1, stages[index - 1])} and must "
+                "be an upsampler (kind 'upsampler')."
+            )
+        if stage.model.low_res_shape != tuple(previous.image_shape):
+            raise ConfigError(
+                f"{_stage_name(index, stage)} takes low-res images of shape {stage.model.low_res_shape} but "
+                f"{_stage_name(index - 1, stages[index - 1])} makes {tuple(previous.image_shape)}; chain an "
+                f"upsampler with low_res_size {previous.image_shape[-1]} and {previous.image_shape[0]} "
+                "channels."
+            )
+        if None not in (stage.model.num_classes, base.model.num_classes) and (
+            stage.model.num_classes != base.model.num_classes
+        ):
+            raise ConfigError(
+                f"{_stage_name(index, stage)} knows {stage.model.num_classes} classes but the base "
+                f"{base.model.num_classes}; use stages trained on the same classes."
+            )
+
+
+def _per_stage(value: Any, count: int, name: str) -> list[Any]:
+    """``value`` repeated ``count`` times, or the ``count`` values of a list."""
+    if not isinstance(value, (list, tuple)):
+        return [value] * count
+    if len(value) != count:
+        raise ConfigError(f"{name} lists {len(value)} values for {count} stages; give one value or {count}.")
+    return list(value)
+
+
+class Cascade:
+    """A base denoiser and upsamplers used like one generator of final-resolution images.
+
+    Offers what a sweep needs of a denoiser: ``image_shape`` (the final one), ``num_classes`` (the
+    base's), ``parameters()``, ``device``, ``generate(generators, cond)`` and network-evaluation counts
+    per stage (``rows_per_stage``: denoised rows, i.e. NFE times samples, guidance included)."""
+
+    def __init__(self, stages: Sequence[CascadeStage]) -> None:
+        _check_stages(stages)
+        self.stages = list(stages)
+        self.counters = [CountingModel(stage.model) for stage in self.stages]
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        paths: Sequence[str | Path],
+        sampler: str | Sequence[str] = "ddim",
+        steps: int | Sequence[int] = 50,
+        eta: float | Sequence[float] = 0.0,
+        guidance_scale: float | Sequence[float] = 1.0,
+        aug_level: float | Sequence[float] = 0.0,
+        map_location: torch.device | str = "cpu",
+    ) -> Cascade:
+        """Load stage 0 as a ``denoiser`` checkpoint and the others as ``upsampler`` checkpoints.
+
+        Each setting is one value for every stage or a list with one per stage; ``aug_level`` is one
+        value or one per upsampler (the base stage takes none)."""
+        if not paths:
+            raise ConfigError("a cascade needs at least one checkpoint (the base denoiser).")
+        count = len(paths)
+        models = [
+            load_component(path, kind="denoiser" if index == 0 else "upsampler", map_location=map_location)
+            for index, path in enumerate(paths)
+        ]
+        levels = [0.0, *_per_stage(aug_level, count - 1, "aug_level")]
+        settings = zip(
+            models,
+            _per_stage(sampler, count, "sampler"),
+            _per_stage(steps, count, "steps"),
+            _per_stage(eta, count, "eta"),
+            _per_stage(guidance_scale, count, "guidance_scale"),
+            levels,
+            strict=True,
+        )
+        return cls([CascadeStage(*values) for values in settings])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the final images."""
+        return tuple(self.stages[-1].model.image_shape)
+
+    @property
+    def num_classes(self) -> int | None:
+        """The base denoiser's number of classes (None when unconditional)."""
+        return self.stages[0].model.num_classes
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Every stage's parameters."""
+        return itertools.chain.from_iterable(stage.model.parameters() for stage in self.stages)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the base stage."""
+        return next(self.stages[0].model.parameters()).device
+
+    @property
+    def rows_per_stage(self) -> list[int]:
+        """Rows each stage's network has denoised since the last ``reset_counts``."""
+        return [counter.rows for counter in self.counters]
+
+    @property
+    def rows(self) -> int:
+        """Rows denoised by all stages together since the last ``reset_counts``."""
+        return sum(self.rows_per_stage)
+
+    def reset_counts(self) -> None:
+        """Start counting network evaluations afresh."""
+        for counter in self.counters:
+            counter.rows = 0
+
+    @torch.no_grad()
+    def generate(self, generators: Sequence[torch.Generator], cond: Condition) -> Tensor:
+        """Final-resolution images in [-1, 1] for one batch; ``cond`` (e.g. ``{"label": labels}``)
+        reaches every stage, sample i draws all its noise from ``generators[i]``, stage after stage."""
+        images: Tensor | None = None
+        for stage, counter in zip(self.stages, self.counters, strict=True):
+            stage_cond = dict(cond)
+            if images is not None:
+                images = images.to(next(stage.model.parameters()).device)
+                levels = torch.full((images.shape[0],), stage.aug_level, device=images.device)
+                stage_cond["low_res"] = stage.model.augment_low_res(images, levels, generators)
+                stage_cond["aug_level"] = levels
+            guidance = build_guidance("cfg", stage.guidance_scale)
+            images = generate(
+                counter, guidance, generators, stage_cond, stage.sampler, stage.steps, stage.eta
+            ).clamp(-1, 1)
+        return images
+
+
+def sample_cascade(
+    cascade: Cascade,
+    labels: Sequence[int] | Tensor | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    first_index: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> Tensor:
+    """Draw final-resolution images in [-1, 1], shape (N, C, H, W), from a cascade, on its device.
+
+    As ``sampling.sample``: sample i (counting from ``first_index``) draws its noise from a generator
+    seeded by (seed, i), so it is the same whatever the batch size; give ``labels`` for a
+    class-conditional base, or ``n`` for an unconditional one."""
+    labels = labels_for(cascade, labels, n)
+    total = labels.numel() if labels is not None else n
+    return sample_in_batches(
+        cascade.generate, labels, total, cascade.device, seed, first_index, batch_size, "cascade", progress
+    )
