@@ -1,6 +1,8 @@
-"""Data: sources of labelled images and the datamodule that batches them for training."""
+"""Data: sources of labelled (optionally captioned) images and the datamodule that batches them."""
 
+from lightning_diffusion.data.captions import Captioned
 from lightning_diffusion.data.datamodule import DiffusionDataModule
+from lightning_diffusion.data.shapes import Shapes
 from lightning_diffusion.data.sources import (
     DataSource,
     Digits,
@@ -11,11 +13,13 @@ from lightning_diffusion.data.sources import (
 )
 
 __all__ = [
+    "Captioned",
     "DataSource",
     "DiffusionDataModule",
     "Digits",
     "FashionMNIST",
     "ImageFolder",
     "ImageSet",
+    "Shapes",
     "TorchvisionDataset",
 ]

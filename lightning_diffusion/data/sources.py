@@ -24,12 +24,15 @@ SPLITS = ("train", "test")
 
 @dataclass
 class ImageSet:
-    """One split of a source: uint8 images (N, C, H, W), long labels (N,), class names, captions."""
+    """One split of a source: uint8 images (N, C, H, W), long labels (N,), class names, captions, and
+    attributes: long (N, A) indices into the value names ``attribute_values`` lists per attribute name."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str]
     captions: list[str] | None = None
+    attributes: torch.Tensor | None = None
+    attribute_values: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -50,6 +53,21 @@ class ImageSet:
             raise ValueError(f"ImageSet labels must lie in [0, {len(self.class_names)})")
         if self.captions is not None and len(self.captions) != len(self.images):
             raise ValueError(f"ImageSet has {len(self.images)} images but {len(self.captions)} captions")
+        if (self.attributes is None) != (self.attribute_values is None):
+            raise ValueError("ImageSet needs both attributes and attribute_values, or neither")
+        if self.attributes is not None and self.attribute_values is not None:
+            self._check_attributes(self.attributes, self.attribute_values)
+
+    def _check_attributes(self, attributes: torch.Tensor, values: dict[str, list[str]]) -> None:
+        """Refuse attributes that are not long (N, A) indices within each attribute's value names."""
+        if attributes.dtype != torch.long or attributes.shape != (len(self.images), len(values)):
+            raise ValueError(
+                f"ImageSet attributes must be a long tensor of shape ({len(self.images)}, {len(values)}), "
+                f"got {attributes.dtype} with shape {tuple(attributes.shape)}"
+            )
+        for column, (name, names) in zip(attributes.T, values.items(), strict=True):
+            if len(column) and not 0 <= int(column.min()) <= int(column.max()) < len(names):
+                raise ValueError(f"ImageSet attribute {name!r} must lie in [0, {len(names)})")
 
     def __len__(self) -> int:
         return len(self.images)
