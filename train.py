@@ -28,7 +28,10 @@ def checkpoint_dir(default_root_dir: str | None) -> str:
 
 
 class DiffusionCLI(LightningCLI):
-    """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``."""
+    """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``,
+    written again when fit ends, so a run stopped by ``max_steps`` or ``max_time`` between validations
+    leaves its final weights there (the callback itself saves only after validation when
+    ``val_check_interval`` splits epochs)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -41,6 +44,12 @@ class DiffusionCLI(LightningCLI):
             }
         )
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
+
+    def after_fit(self) -> None:
+        """Save ``last.ckpt`` at the step training stopped (every rank calls this; rank 0 writes)."""
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.dirpath is not None and self.trainer.global_step > 0:
+            self.trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DiffusionCLI:

@@ -1,7 +1,10 @@
-"""``python -m lightning_diffusion``: list components, or sample a class-by-scale grid from a checkpoint.
+"""``python -m lightning_diffusion``: list components, sample a class-by-scale grid from a checkpoint,
+measure an upsampler's fidelity, or print the caption vocabulary of a training config's data.
 
 python -m lightning_diffusion components
 python -m lightning_diffusion sample runs/demo/checkpoints/last.ckpt --out runs/demo --scales 0 1 2 3 5
+python -m lightning_diffusion upsampler-fidelity runs/fashion_mnist/upsampler/checkpoints/last.ckpt
+python -m lightning_diffusion vocab --config CONFIG.yaml    # the vocab: of a text encoder for its data
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, instantiate
 
 
 def print_components() -> None:
@@ -68,6 +71,61 @@ def sample_grid(args: argparse.Namespace) -> None:
             print(f"  s = {scale:<4g} {classifier.accuracy(images, labels):.1%}")
 
 
+def print_vocabulary(config: str) -> None:
+    """Print the words of the train captions of ``config``'s data as a YAML flow list (for ``vocab:``).
+
+    The ``data`` section is parsed the way ``train.py`` parses it, so short class names resolve too."""
+    import yaml
+
+    try:
+        with open(config, encoding="utf-8") as file:
+            loaded = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read the training config {config!r} ({error}).") from None
+    data = loaded.get("data") if isinstance(loaded, dict) else None
+    if data is None:
+        raise ConfigError(f"the config {config!r} has no data section; give a training YAML (train.py fit).")
+    from jsonargparse import ArgumentError
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    from lightning_diffusion.data import DiffusionDataModule
+
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(DiffusionDataModule, "data", required=True)
+    try:
+        spec = parser.parse_object({"data": data}).data.as_dict()
+    except ArgumentError as error:
+        raise ConfigError(f"the data section of {config!r} is invalid: {error}") from None
+    datamodule = instantiate(spec)
+    print(yaml.safe_dump(datamodule.vocabulary(), default_flow_style=True, width=float("inf")).strip())
+
+
+def upsampler_fidelity(args: argparse.Namespace) -> None:
+    """PSNR and consistency of an upsampler (and of bilinear upsampling) on real images of its data."""
+    import json
+
+    from lightning_diffusion.data import DiffusionDataModule
+    from lightning_diffusion.metrics.upsampling import evaluate_upsampler
+    from lightning_diffusion.registry import load_component, read_checkpoint
+
+    upsampler = load_component(args.checkpoint, kind="upsampler")
+    hparams = read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters")
+    if hparams is None:
+        raise ConfigError("the checkpoint does not record its data module; cannot pick real images.")
+    data = DiffusionDataModule.from_hparams(hparams)
+    labels = data.labels(args.split, args.n) if upsampler.num_classes is not None else None
+    values = evaluate_upsampler(
+        upsampler,
+        data.real_images(args.split, args.n),
+        batch_size=args.batch_size,
+        steps=args.steps,
+        seed=args.seed,
+        aug_level=args.aug_level,
+        labels=labels,
+    )
+    print(json.dumps({"split": args.split, "n": args.n, "aug_level": args.aug_level, **values}, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightning_diffusion", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="report the fraction labelled as their class by a classifier trained on real data",
     )
+    fidelity = commands.add_parser(
+        "upsampler-fidelity", help="PSNR and consistency of an upsampler on real low-res inputs (vs bilinear)"
+    )
+    fidelity.add_argument("checkpoint", help="upsampler checkpoint (.ckpt)")
+    fidelity.add_argument("--split", default="val", help="data split of the real images: val or test")
+    fidelity.add_argument("--n", type=int, default=500, help="number of images")
+    fidelity.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    fidelity.add_argument(
+        "--aug_level", type=float, default=0.0, help="augmentation level of the low-res input"
+    )
+    fidelity.add_argument("--batch_size", type=int, default=250)
+    fidelity.add_argument("--seed", type=int, default=0)
+    vocab = commands.add_parser(
+        "vocab", help="print the caption vocabulary of a training config's data (for a text encoder's vocab)"
+    )
+    vocab.add_argument("--config", required=True, help="training YAML whose data section to read")
     return parser
 
 
@@ -101,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "components":
             print_components()
+        elif args.command == "vocab":
+            print_vocabulary(args.config)
+        elif args.command == "upsampler-fidelity":
+            upsampler_fidelity(args)
         else:
             sample_grid(args)
     except ConfigError as error:

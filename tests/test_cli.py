@@ -150,6 +150,12 @@ def test_fit_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     assert global_step(last) == 6
 
 
+def test_a_fit_stopped_between_validations_leaves_its_final_step_in_last_checkpoint(tmp_path):
+    root = tmp_path / "run"
+    train.main(args=fit_args(root, "--trainer.val_check_interval", "0.5", "--trainer.max_steps", "13"))
+    assert global_step(root / "checkpoints" / "last.ckpt") == 13
+
+
 # --- argument handling ----------------------------------------------------------------------------
 
 

@@ -273,3 +273,14 @@ def test_image_set_validates() -> None:
     assert issubclass(Digits, DataSource)
     with pytest.raises(ValueError, match="labels"):
         ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ["a"])
+
+
+def test_downsample_to_box_filters_the_full_size_images_like_an_upsampler_condition():
+    full = DiffusionDataModule(Digits(), image_size=8)
+    low = DiffusionDataModule(Digits(), image_size=8, downsample_to=4)
+    assert low.image_shape == (1, 4, 4)
+    expected = torch.nn.functional.avg_pool2d(full.real_images("test", 5), 2)
+    torch.testing.assert_close(low.real_images("test", 5), expected)
+    assert low.reference_id() != full.reference_id()
+    with pytest.raises(ConfigError, match="downsample_to 3 must divide the 8x8 images"):
+        DiffusionDataModule(Digits(), downsample_to=3).setup("fit")

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_diffusion.components.denoiser import Denoiser, NetConditions
@@ -22,24 +21,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, noised, randn
 from lightning_diffusion.nets.blocks import NoiseLevelEmbedding
 from lightning_diffusion.registry import register
-
-DOWNSAMPLE_MODES = ("area", "bilinear")
-
-
-def downsample_images(images: Tensor, size: int, mode: str = "area") -> Tensor:
-    """Shrink (B, C, H, W) images to ``size`` x ``size``: ``"area"`` averages boxes of pixels (exact
-    for integer factors), ``"bilinear"`` is an antialiased bilinear filter."""
-    if mode == "area":
-        return F.interpolate(images, size=(size, size), mode="area")
-    if mode == "bilinear":
-        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    raise ConfigError(f"unknown downsample mode {mode!r}; choose one of {', '.join(DOWNSAMPLE_MODES)}.")
-
-
-def upsample_images(images: Tensor, size: Sequence[int]) -> Tensor:
-    """Enlarge images to ``size`` (H, W) by bilinear interpolation: how the network sees the condition,
-    and the classical baseline the upsampler is compared with."""
-    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
+from lightning_diffusion.resampling import DOWNSAMPLE_MODES, downsample_images, upsample_images
 
 
 @register("upsampler")

@@ -1,7 +1,8 @@
 """The LightningDataModule every component trains on: a data source as in-memory [-1, 1] tensors.
 
 Batches follow the project's contract: ``"image"`` float (B, C, H, W) in [-1, 1], ``"label"`` long
-(B,), and ``"caption"`` list[str] only when the source has captions.
+(B,), ``"caption"`` list[str] only when the source has captions, and ``"attributes"`` long (B, A) only
+when it has attributes (e.g. ``Shapes``).
 """
 
 from __future__ import annotations
@@ -13,18 +14,44 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_diffusion.config import ConfigError, instantiate
 from lightning_diffusion.data.sources import DataSource, Digits, ImageSet
+from lightning_diffusion.nets.text import caption_vocabulary
+from lightning_diffusion.resampling import DOWNSAMPLE_MODES, downsample_images
 
 RESIZE_MODES = ("pad", "resize")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+CAPTIONED_SOURCES = (
+    "Shapes, Captioned (wrapping a labelled source, e.g. Captioned(FashionMNIST())) or ImageFolder with "
+    "a captions_file"
+)
 
 
 class ImageDictDataset(Dataset):
-    """Items ``{"image", "label"[, "caption"]}`` from prepared tensors, so default collate gives batches."""
+    """Items ``{"image", "label"[, "caption"][, "attributes"]}`` from prepared tensors, so default
+    collate gives batches."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: list[str] | None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        captions: list[str] | None,
+        attributes: torch.Tensor | None = None,
+    ) -> None:
         self.images = images
         self.labels = labels
         self.captions = captions
+        self.attributes = attributes
+
+    @classmethod
+    def select(
+        cls, images: torch.Tensor, data: ImageSet, indices: torch.Tensor | None = None
+    ) -> ImageDictDataset:
+        """Prepared ``images`` with the labels, captions and attributes of ``data`` (those at ``indices``
+        when given; ``images`` are already selected)."""
+        if indices is None:
+            return cls(images, data.labels, data.captions, data.attributes)
+        captions = None if data.captions is None else [data.captions[i] for i in indices.tolist()]
+        attributes = None if data.attributes is None else data.attributes[indices]
+        return cls(images, data.labels[indices], captions, attributes)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -33,6 +60,8 @@ class ImageDictDataset(Dataset):
         item: dict[str, torch.Tensor | str] = {"image": self.images[index], "label": self.labels[index]}
         if self.captions is not None:
             item["caption"] = self.captions[index]
+        if self.attributes is not None:
+            item["attributes"] = self.attributes[index]
         return item
 
 
@@ -41,7 +70,9 @@ class DiffusionDataModule(pl.LightningDataModule):
 
     The source's train split is divided into train and val (``val_fraction`` of it, chosen with
     ``seed``); its test split is the test set. ``resize="pad"`` pads smaller images with -1 (the
-    background), ``resize="resize"`` rescales them bilinearly.
+    background), ``resize="resize"`` rescales them bilinearly. ``downsample_to`` then shrinks them by
+    ``downsample`` (area: box filter) to the low resolution a cascade's base stage learns, exactly as an
+    upsampler trained on the full-size data makes its low-res condition.
     """
 
     def __init__(
@@ -54,8 +85,12 @@ class DiffusionDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 0,
         num_workers: int = 0,
+        downsample_to: int | None = None,
+        downsample: str = "area",
     ) -> None:
         super().__init__()
+        if downsample not in DOWNSAMPLE_MODES:
+            raise ConfigError(f"downsample must be one of {', '.join(DOWNSAMPLE_MODES)}, got {downsample!r}.")
         if resize not in RESIZE_MODES:
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}.")
         if not 0 <= val_fraction < 1:
@@ -78,6 +113,8 @@ class DiffusionDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.seed = seed
         self.num_workers = num_workers
+        self.downsample_to = downsample_to
+        self.downsample = downsample
         self.save_hyperparameters(
             {
                 "source": self.source.spec,
@@ -88,6 +125,8 @@ class DiffusionDataModule(pl.LightningDataModule):
                 "val_fraction": val_fraction,
                 "seed": seed,
                 "num_workers": num_workers,
+                "downsample_to": downsample_to,
+                "downsample": downsample,
             }
         )
         self._loaded: dict[str, ImageSet] = {}
@@ -101,7 +140,20 @@ class DiffusionDataModule(pl.LightningDataModule):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the images in batches, after padding or resizing."""
+        """(C, H, W) of the images in batches, after padding or resizing and downsampling."""
+        channels, height, width = self._full_size_shape
+        if self.downsample_to is None:
+            return channels, height, width
+        if height % self.downsample_to or width % self.downsample_to:
+            raise ConfigError(
+                f"downsample_to {self.downsample_to} must divide the {height}x{width} images (an integer "
+                "factor, as the upsampler's low_res_size)."
+            )
+        return channels, self.downsample_to, self.downsample_to
+
+    @property
+    def _full_size_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) after padding or resizing, before ``downsample_to``."""
         _, channels, height, width = self._source_split("train").images.shape
         if self.image_size is None:
             return channels, height, width
@@ -128,9 +180,21 @@ class DiffusionDataModule(pl.LightningDataModule):
         """Whether items (and batches) carry a ``"caption"``."""
         return self._source_split("train").captions is not None
 
+    @property
+    def attribute_values(self) -> dict[str, list[str]] | None:
+        """Attribute name -> value names (that batches' ``"attributes"`` index), or None if there are none."""
+        return self._source_split("train").attribute_values
+
     def _transform(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) to float in [-1, 1] at ``image_shape``."""
-        _, height, width = self.image_shape
+        full_size = self._full_size(images)
+        if self.downsample_to is None:
+            return full_size
+        return downsample_images(full_size, self.image_shape[-1], self.downsample)  # checks the factor
+
+    def _full_size(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) to float in [-1, 1], padded or resized to ``image_size``."""
+        _, height, width = self._full_size_shape
         result = images.to(torch.float32).div_(127.5).sub_(1.0)
         if result.shape[-2:] == (height, width):
             return result
@@ -161,19 +225,12 @@ class DiffusionDataModule(pl.LightningDataModule):
         if split not in self._datasets:
             if split == "test":
                 source = self._source_split("test")
-                self._datasets["test"] = ImageDictDataset(
-                    self._transform(source.images), source.labels, source.captions
-                )
+                self._datasets["test"] = ImageDictDataset.select(self._transform(source.images), source)
             else:
                 source = self._source_split("train")
                 images = self._transform(source.images)
                 for name, indices in zip(("train", "val"), self._train_val_indices(), strict=True):
-                    captions = source.captions
-                    self._datasets[name] = ImageDictDataset(
-                        images[indices],
-                        source.labels[indices],
-                        None if captions is None else [captions[i] for i in indices.tolist()],
-                    )
+                    self._datasets[name] = ImageDictDataset.select(images[indices], source, indices)
         return self._datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -219,6 +276,30 @@ class DiffusionDataModule(pl.LightningDataModule):
         labels = self._dataset(split).labels
         return labels if n is None else labels[:n]
 
+    def captions(self, split: str, n: int | None = None) -> list[str]:
+        """The captions matching ``real_images(split, n)``; a ConfigError when the source has none."""
+        captions = self._dataset(split).captions
+        if captions is None:
+            raise ConfigError(f"the data source {self.source.name} has no captions; use {CAPTIONED_SOURCES}.")
+        return captions if n is None else captions[:n]
+
+    def attributes(self, split: str, n: int | None = None) -> torch.Tensor:
+        """The attributes (N, A) matching ``real_images(split, n)``; a ConfigError if the source has none."""
+        attributes = self._dataset(split).attributes
+        if attributes is None:
+            raise ConfigError(f"the data source {self.source.name} has no attributes; use Shapes.")
+        return attributes if n is None else attributes[:n]
+
+    def vocabulary(self) -> list[str]:
+        """The sorted words of the source's train-split captions: the ``vocab`` of a text encoder for it."""
+        captions = self._source_split("train").captions
+        if captions is None:
+            raise ConfigError(
+                f"the data source {self.source.name} has no captions, so it has no vocabulary; use "
+                f"{CAPTIONED_SOURCES}."
+            )
+        return caption_vocabulary(captions)
+
     @classmethod
     def from_hparams(cls, hparams: dict) -> DiffusionDataModule:
         """Rebuild the data module a checkpoint was trained on from its saved hyperparameters."""
@@ -226,4 +307,5 @@ class DiffusionDataModule(pl.LightningDataModule):
 
     def reference_id(self) -> dict:
         """What determines the real images of each split (for cache keys): source, size, split seed."""
-        return {key: self.hparams[key] for key in ("source", "image_size", "resize", "val_fraction", "seed")}
+        keys = ("source", "image_size", "resize", "val_fraction", "seed", "downsample_to", "downsample")
+        return {key: self.hparams.get(key) for key in keys}

@@ -16,10 +16,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from lightning_diffusion.components.upsampler import Upsampler, downsample_images, upsample_images
+from lightning_diffusion.components.upsampler import Upsampler
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import sample_generators
 from lightning_diffusion.guidance import ClassifierFree
+from lightning_diffusion.resampling import downsample_images, upsample_images
 from lightning_diffusion.sampling import generate
 
 

@@ -1,0 +1,29 @@
+"""Changing image resolution: how low-res conditions and low-res training data are made, and how the
+upsampler's network sees its condition (one place, so data, upsampler and metrics agree)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_diffusion.config import ConfigError
+
+DOWNSAMPLE_MODES = ("area", "bilinear")
+
+
+def downsample_images(images: Tensor, size: int, mode: str = "area") -> Tensor:
+    """Shrink (B, C, H, W) images to ``size`` x ``size``: ``"area"`` averages boxes of pixels (exact
+    for integer factors), ``"bilinear"`` is an antialiased bilinear filter."""
+    if mode == "area":
+        return F.interpolate(images, size=(size, size), mode="area")
+    if mode == "bilinear":
+        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    raise ConfigError(f"unknown downsample mode {mode!r}; choose one of {', '.join(DOWNSAMPLE_MODES)}.")
+
+
+def upsample_images(images: Tensor, size: Sequence[int]) -> Tensor:
+    """Enlarge images to ``size`` (H, W) by bilinear interpolation: how the network sees the condition,
+    and the classical baseline the upsampler is compared with."""
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
