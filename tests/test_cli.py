@@ -95,6 +95,9 @@ def test_config_parses_and_instantiates(config, tmp_path):
         assert tuple(cli.datamodule.image_shape) == tuple(cli.model.image_shape)
     if getattr(cli.model, "num_classes", None) is not None:
         assert cli.model.num_classes == cli.datamodule.num_classes
+    text_encoder = getattr(cli.model, "text_encoder", None)
+    if text_encoder is not None:  # the vocabulary covers every training caption: no <unk> tokens
+        assert set(cli.datamodule.vocabulary()) <= set(text_encoder.vocab)
 
 
 def test_trainer_overlay_changes_the_trainer_of_the_run_config(tmp_path):
