@@ -72,7 +72,6 @@ class Denoiser(Component):
         self.label_embedding = None if num_classes is None else nn.Embedding(num_classes + 1, cond_dim)
         self.text_projection = None if text_encoder is None else nn.Linear(text_encoder.width, cond_dim)
         self.val_loss = QuartileMeans("val/loss")
-        self._text_cache: tuple[tuple[Any, int], Any] | None = None
         self.save_hyperparameters(self.spec["init_args"])
 
     @staticmethod
@@ -151,16 +150,6 @@ class Denoiser(Component):
             )
         return self.label_embedding(labels)
 
-    def encode_captions(self, captions: Sequence[str]) -> Any:
-        """The text encoder's output for ``captions``; reused while sampling repeats the same captions
-        with the same weights (the key holds the embedding's in-place version counter)."""
-        if torch.is_grad_enabled():
-            return self.text_encoder(list(captions))
-        key = (tuple(captions), self.text_encoder.token_embedding.weight._version)
-        if self._text_cache is None or self._text_cache[0] != key:
-            self._text_cache = (key, self.text_encoder(list(captions)))
-        return self._text_cache[1]
-
     def condition_inputs(self, cond: Mapping[str, Any] | None, batch_size: int) -> NetConditions:
         """The network inputs for ``cond``; a missing label or caption means ∅."""
         cond = cond or {}
@@ -173,7 +162,7 @@ class Denoiser(Component):
                 captions = [""] * batch_size
             if len(captions) != batch_size:
                 raise ConfigError(f"got {len(captions)} captions for a batch of {batch_size} images.")
-            encoding = self.encode_captions(captions)
+            encoding = self.text_encoder(list(captions))
             text = self.text_projection(encoding.pooled)
             vector = text if vector is None else vector + text
             context, mask = encoding.tokens, encoding.mask
