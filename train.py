@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -27,14 +28,26 @@ def checkpoint_dir(default_root_dir: str | None) -> str:
     return str(Path(default_root_dir or ".") / "checkpoints")
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also writes ``last.ckpt`` on the batch where the run stops (``max_steps``,
+    ``max_time``): when ``val_check_interval`` splits epochs, Lightning saves only after validation, so
+    a stop between validations would leave older weights. Saving here, before fit ends, keeps the raw
+    weights as the training state and the EMA weights as the model's (as every other save does)."""
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        steps_done = 0 < trainer.max_steps <= trainer.global_step
+        if self.save_last and self.dirpath is not None and (trainer.should_stop or steps_done):
+            trainer.save_checkpoint(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+
+
 class DiffusionCLI(LightningCLI):
-    """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``,
-    written again when fit ends, so a run stopped by ``max_steps`` or ``max_time`` between validations
-    leaves its final weights there (the callback itself saves only after validation when
-    ``val_check_interval`` splits epochs)."""
+    """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -44,12 +57,6 @@ class DiffusionCLI(LightningCLI):
             }
         )
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
-
-    def after_fit(self) -> None:
-        """Save ``last.ckpt`` at the step training stopped (every rank calls this; rank 0 writes)."""
-        checkpoint = self.trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.dirpath is not None and self.trainer.global_step > 0:
-            self.trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DiffusionCLI:
