@@ -130,6 +130,11 @@ def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettin
         or any(method.startswith("clip") for method in settings.methods)
     )
     if not text:
+        if models.num_classes is None:
+            raise ConfigError(
+                "cannot tell the number of classes to sample: pass an --evaluator or a class-conditional "
+                "model."
+            )
         return Prompts(num_classes=models.num_classes)
     if args.captions is not None:
         return Prompts(captions=_load_captions(args.captions))
@@ -183,10 +188,6 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
     scorer = optional(args.clip_scorer, "contrastive_encoder")
     _check_scorer(args, contrastive, scorer)
     num_classes = num_classes or denoiser.num_classes or getattr(classifier, "num_classes", None)
-    if num_classes is None:
-        raise ConfigError(
-            "cannot tell the number of classes: pass an --evaluator or a class-conditional model."
-        )
     attribute_evaluator = evaluator if getattr(evaluator, "attribute_sizes", None) else None
     cascade = None
     if args.cascade is not None:

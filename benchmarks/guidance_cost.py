@@ -63,10 +63,11 @@ def main() -> None:
     t = torch.full((args.batch,), 0.5)
     captions = ["a small red circle above a blue square"] * args.batch
     cond = {"caption": captions}
+    cfg, clip = ClassifierFree(3.0), ClipGuidance(encoder, 3.0)  # CLIP embeds the captions once
     steps = {
         "conditional": lambda: model.denoise(z, t, cond),
-        "cfg (s = 3)": lambda: ClassifierFree(3.0)(model, z, t, cond),
-        "clip (s = 3)": lambda: ClipGuidance(encoder, 3.0)(model, z, t, cond),
+        "cfg (s = 3)": lambda: cfg(model, z, t, cond),
+        "clip (s = 3)": lambda: clip(model, z, t, cond),
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     with torch.no_grad():

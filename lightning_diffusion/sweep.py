@@ -33,6 +33,7 @@ from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
 from lightning_diffusion.metrics.clip_score import clip_scores
 from lightning_diffusion.pipeline import Cascade
 from lightning_diffusion.prompts import Drawn, Prompts
+from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.samples_io import save_npz, scale_tag
 from lightning_diffusion.sampling import CountingModel, generate
 
@@ -96,8 +97,7 @@ class SweepSettings:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")
         if self.num_real is not None and self.num_real < 2:
             raise ConfigError(f"num_real must be at least 2, got {self.num_real}.")
-        if not 0.0 <= self.aug_level <= 1.0:
-            raise ConfigError(f"aug_level is a diffusion time in [0, 1], got {self.aug_level}.")
+        check_aug_level(self.aug_level)
         for method in self.methods:
             if not self.scales_for(method):
                 raise ConfigError(
@@ -117,7 +117,7 @@ class SweepModels:
     extractor: FeatureExtractor
     classifier: Any = None
     guide: Any = None
-    num_classes: int = 10
+    num_classes: int | None = 10
     contrastive: Any = None
     scorer: Any = None
     attribute_evaluator: Any = None
@@ -125,11 +125,12 @@ class SweepModels:
 
     def conditioned(self, method: str) -> bool:
         """Whether samples of ``method`` follow their label or caption (so class accuracy means something)."""
+        if method == CASCADE:
+            return self.cascade.num_classes is not None
         return (
             self.denoiser.num_classes is not None
             or getattr(self.denoiser, "text_encoder", None) is not None
             or method.startswith(("classifier", "clip"))
-            or (method == CASCADE and self.cascade.num_classes is not None)
         )
 
 
@@ -352,7 +353,7 @@ def run_sweep(
                         features,
                         logits,
                         drawn.labels if models.conditioned(method) else None,
-                        **_text_metric_inputs(models, images, drawn),
+                        **_text_metric_inputs(models, images, features, drawn),
                     )
                 kept.add(indices, images, drawn, wanted)
             values = metrics.compute()
@@ -426,13 +427,15 @@ def _row_sampler(
     return sample_batch, lambda: counted.rows + (guide.rows if guide is not None else 0)
 
 
-def _text_metric_inputs(models: SweepModels, images: Tensor, drawn: Drawn) -> dict[str, Tensor]:
+def _text_metric_inputs(
+    models: SweepModels, images: Tensor, features: Tensor, drawn: Drawn
+) -> dict[str, Tensor]:
     """CLIP scores of samples against their captions and the fraction of their attributes the
-    evaluator reads back, where the models and the prompts allow (empty otherwise)."""
+    evaluator reads back from its ``features``, where the models and the prompts allow (else empty)."""
     inputs = {}
     if drawn.captions is not None and models.scorer is not None:
         inputs["clip_scores"] = clip_scores(models.scorer, images, drawn.captions)
     if drawn.attributes is not None and models.attribute_evaluator is not None:
-        predicted = models.attribute_evaluator.attribute_predictions(images)
+        predicted = models.attribute_evaluator.attribute_predictions_from(features)
         inputs["attribute_correct"] = (predicted == drawn.attributes).float().mean(dim=1)
     return inputs

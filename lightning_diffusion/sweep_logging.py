@@ -25,7 +25,7 @@ def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any
 
     def log_row(row: dict[str, Any], grid_path: Path) -> None:
         metrics = {
-            f"{prefix}/{row['method']}/{key}": row[key] for key in ROW_KEYS[2:] if row[key] is not None
+            f"{prefix}/{row['method']}/{key}": row[key] for key in ROW_KEYS[2:] if row.get(key) is not None
         }
         image = wandb.Image(str(grid_path), caption=f"{row['method']} s={row['scale']:g}")
         run.log(
@@ -43,12 +43,12 @@ def log_sweep_summary(run: Any, rows: Sequence[dict[str, Any]], out: Path, prefi
     """The whole table, one line plot per metric against the scale, and ``curves.png``."""
     import wandb
 
-    table = wandb.Table(columns=list(ROW_KEYS), data=[[row[key] for key in ROW_KEYS] for row in rows])
+    table = wandb.Table(columns=list(ROW_KEYS), data=[[row.get(key) for key in ROW_KEYS] for row in rows])
     plots = {
         f"{prefix}/plot/{key}": wandb.plot.line(
             table, "scale", key, stroke="method", title=f"{key} vs guidance scale"
         )
         for key in PLOTTED
-        if any(row[key] is not None for row in rows)
+        if any(row.get(key) is not None for row in rows)
     }
     run.log({f"{prefix}/table": table, **plots, f"{prefix}/curves": wandb.Image(str(out / "curves.png"))})

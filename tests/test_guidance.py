@@ -380,7 +380,7 @@ def test_build_guidance_maps_names_and_wraps_modifiers():
 @pytest.mark.parametrize(
     ("method", "match"),
     [
-        ("pag", "cfg, classifier, autoguidance, cfg_interval, classifier_interval"),
+        ("pag", "cfg, classifier, autoguidance, clip, cfg_interval, classifier_interval"),
         ("classifier", "--classifier PATH"),
         ("autoguidance", "--guide PATH"),
         ("cfg_interval", "interval"),

@@ -269,3 +269,13 @@ def test_a_cascade_whose_stages_do_not_chain_is_refused(checkpoints, tmp_path):
         evaluate.main(
             sweep_args(checkpoints, tmp_path / "s", "--methods", "[cascade]", "--cascade", str(stages))
         )
+
+
+def test_class_accuracy_of_cascade_rows_follows_the_cascade_base_not_the_denoiser():
+    from types import SimpleNamespace
+
+    from lightning_diffusion.sweep import SweepModels
+
+    conditional, unconditional = SimpleNamespace(num_classes=10), SimpleNamespace(num_classes=None)
+    models = SweepModels(denoiser=conditional, extractor=None, cascade=unconditional)
+    assert models.conditioned("cfg") and not models.conditioned("cascade")

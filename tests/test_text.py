@@ -141,7 +141,8 @@ def test_text_denoiser_needs_captions_in_the_data_and_matching_widths():
 
 
 class LinearClip:
-    """A toy contrastive model: C_I(z, t) = (1 + t) flatten(z), C_T(caption) = a fixed vector per caption."""
+    """A toy contrastive model: C_I(z, t) = (1 + t) flatten(z), C_T(caption) = a fixed vector per caption,
+    similarity = logit_scale C_T . C_I."""
 
     def __init__(self) -> None:
         self.logit_scale = torch.tensor(2.0)
@@ -150,8 +151,8 @@ class LinearClip:
         }
         self.text_calls = 0
 
-    def image_embedding(self, z: Tensor, t: Tensor) -> Tensor:
-        return (1 + t).reshape(-1, 1) * z.flatten(1)
+    def similarity(self, z: Tensor, t: Tensor, text: Tensor) -> Tensor:
+        return self.logit_scale * ((1 + t).reshape(-1, 1) * z.flatten(1) * text).sum(dim=1)
 
     def text_embedding(self, captions: list[str]) -> Tensor:
         self.text_calls += 1
@@ -214,3 +215,23 @@ def test_caption_prompts_are_drawn_per_sample_whatever_the_batch():
 def test_empty_caption_list_is_a_config_error():
     with pytest.raises(ConfigError, match="list of captions is empty"):
         Prompts(captions=[])
+
+
+def test_clip_in_an_interval_falls_back_to_its_unconditional_base_outside_it():
+    from lightning_diffusion.guidance import GuidanceInterval
+
+    model, clip = EchoModel(), LinearClip()
+    z, _ = probe()
+    t = torch.full((3,), 0.99)  # sigma/alpha far above the interval
+    with torch.no_grad():
+        out = GuidanceInterval(ClipGuidance(clip, 2.0), 0.1, 1.0)(model, z, t, {"caption": CAPTIONS})
+    torch.testing.assert_close(out, z / 2)
+    assert model.seen == [{"caption": [""] * 3}] and clip.text_calls == 0
+
+
+def test_clip_guidance_works_under_inference_mode():
+    model, clip = EchoModel(), LinearClip()
+    z, t = probe()
+    with torch.inference_mode():
+        out = ClipGuidance(clip, 1.0)(model, z.clone(), t.clone(), {"caption": CAPTIONS})
+    assert torch.isfinite(out).all()

@@ -36,9 +36,10 @@ def contrastive_loss(logits: Tensor, captions: Sequence[str]) -> Tensor:
 
     ``logits[i, j]`` scores image i against caption j. Each direction's loss is
     ``-log sum_{j in P(i)} softmax(logits_i)_j`` with P(i) the columns whose caption equals row i's
-    (the multi-positive loss L_in of Khosla et al. 2020, eq. 3), so a repeated caption is never a
-    negative of its own duplicates: a batch of one caption repeated has loss 0. With distinct captions
-    this is CLIP's cross-entropy against the diagonal. Returns the mean of image→text and text→image.
+    (the multi-positive loss L_in of Khosla et al. 2020, eq. 3, up to the constant log |P(i)|), so a
+    repeated caption is never a negative of its own duplicates: a batch of one caption repeated has
+    loss 0. With distinct captions this is CLIP's cross-entropy against the diagonal. Returns the mean
+    of image→text and text→image.
     """
     positives = same_caption(captions, logits.device)
     logits = logits.float()
@@ -139,13 +140,12 @@ class ContrastiveEncoder(Component):
         pooled = self.text_encoder(list(captions)).pooled
         return F.normalize(self.text_projection(pooled).float(), dim=-1)
 
-    def similarity(self, z: Tensor, t: Tensor, captions: Sequence[str]) -> Tensor:
-        """logit_scale · C_T(caption_i)ᵀ C_I(z_i, t_i), shape (B,): what CLIP guidance differentiates
-        with respect to z (GLIDE, Nichol et al. 2022, Sec. 2.3)."""
-        if len(captions) != z.shape[0]:
-            raise ConfigError(f"got {len(captions)} captions for a batch of {z.shape[0]} images.")
-        products = (self.text_embedding(captions) * self.image_embedding(z, t)).sum(dim=-1)
-        return self.logit_scale * products
+    def similarity(self, z: Tensor, t: Tensor, text: Tensor) -> Tensor:
+        """logit_scale · C_T(caption_i)ᵀ C_I(z_i, t_i), shape (B,), for text embeddings ``text`` (B, E):
+        what CLIP guidance differentiates with respect to z (GLIDE, Nichol et al. 2022, Sec. 2.3)."""
+        if text.shape[0] != z.shape[0]:
+            raise ConfigError(f"got {text.shape[0]} caption embeddings for a batch of {z.shape[0]} images.")
+        return self.logit_scale * (self.image_embedding(z, t) * text.to(torch.float32)).sum(dim=-1)
 
     def pair_logits(self, z: Tensor, t: Tensor, text: Tensor) -> Tensor:
         """Scaled similarities (B, B) of every noised image (rows) with every text embedding (columns)."""

@@ -94,6 +94,11 @@ class Denoiser(Component):
                 "cond_dim: null."
             )
         context_dim = getattr(net, "context_dim", None)
+        if self.text_encoder is not None and getattr(self.text_encoder, "width", None) is None:
+            raise ConfigError(
+                f"the text encoder {type(self.text_encoder).__name__} does not say how wide its embeddings "
+                "are (a `width` attribute); use lightning_diffusion.nets.TextTransformer or add one."
+            )
         if self.text_encoder is not None and context_dim != self.text_encoder.width:
             raise ConfigError(
                 f"the text encoder's tokens are {self.text_encoder.width} wide but the network's "

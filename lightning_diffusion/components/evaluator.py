@@ -116,9 +116,11 @@ class Evaluator(Component):
 
     def attribute_predictions(self, images: Tensor) -> Tensor:
         """The most likely value index of each attribute, long (N, A), for images in [-1, 1]."""
-        return torch.stack(
-            [logits.argmax(dim=1) for logits in self.attribute_logits(self.features(images))], 1
-        )
+        return self.attribute_predictions_from(self.features(images))
+
+    def attribute_predictions_from(self, features: Tensor) -> Tensor:
+        """``attribute_predictions`` from already computed ``features`` (the sweep has them for FID)."""
+        return torch.stack([logits.argmax(dim=1) for logits in self.attribute_logits(features)], 1)
 
     def attribute_outcomes(self, features: Tensor, attributes: Tensor) -> tuple[Tensor, Tensor]:
         """Per-sample cross-entropy and fraction of correct attributes, both averaged over attributes."""

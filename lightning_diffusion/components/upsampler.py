@@ -21,7 +21,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, noised, randn
 from lightning_diffusion.nets.blocks import NoiseLevelEmbedding
 from lightning_diffusion.registry import register
-from lightning_diffusion.resampling import DOWNSAMPLE_MODES, downsample_images, upsample_images
+from lightning_diffusion.resampling import check_downsample_mode, downsample_images, upsample_images
 
 
 @register("upsampler")
@@ -67,10 +67,7 @@ class Upsampler(Denoiser):
                 f"aug_max_t is the largest augmentation time t in [0, 1] (0 turns augmentation off), "
                 f"got {aug_max_t}."
             )
-        if downsample not in DOWNSAMPLE_MODES:
-            raise ConfigError(
-                f"unknown downsample mode {downsample!r}; choose one of {', '.join(DOWNSAMPLE_MODES)}."
-            )
+        check_downsample_mode(downsample)
         super().__init__(
             net,
             image_shape,

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_diffusion.config import ConfigError, instantiate
 from lightning_diffusion.data.sources import DataSource, Digits, ImageSet
 from lightning_diffusion.nets.text import caption_vocabulary
-from lightning_diffusion.resampling import DOWNSAMPLE_MODES, downsample_images
+from lightning_diffusion.resampling import check_downsample_mode, downsample_images
 
 RESIZE_MODES = ("pad", "resize")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -89,8 +89,7 @@ class DiffusionDataModule(pl.LightningDataModule):
         downsample: str = "area",
     ) -> None:
         super().__init__()
-        if downsample not in DOWNSAMPLE_MODES:
-            raise ConfigError(f"downsample must be one of {', '.join(DOWNSAMPLE_MODES)}, got {downsample!r}.")
+        check_downsample_mode(downsample)
         if resize not in RESIZE_MODES:
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}.")
         if not 0 <= val_fraction < 1:

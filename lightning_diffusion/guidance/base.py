@@ -59,6 +59,12 @@ class Guidance(ABC):
     def __call__(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Tensor:
         return self.guide(model, z, t, cond).denoised
 
+    def unguided(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
+        """What the method gives where it does not guide (outside a guidance interval): by default the
+        plain conditional estimate, one pass."""
+        plain = model.denoise(z, t, cond)
+        return Guided(plain, plain)
+
     def reset(self) -> None:  # noqa: B027 - stateless methods keep this no-op
         """Forget state from a previous sampling run; stateless methods need nothing."""
 

@@ -10,19 +10,17 @@ from typing import Protocol
 from torch import Tensor
 
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.guidance.base import Condition, Guidance
+from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.gradient import GradientGuidance
 
 
 class ContrastiveModel(Protocol):
-    """What CLIP guidance needs: normalised image (noise-aware) and text embeddings and the logit scale."""
-
-    logit_scale: Tensor
-
-    def image_embedding(self, z: Tensor, t: Tensor) -> Tensor: ...
+    """What CLIP guidance needs: caption embeddings C_T and the scaled similarity to C_I(z_t, t)."""
 
     def text_embedding(self, captions: Sequence[str]) -> Tensor: ...
+
+    def similarity(self, z: Tensor, t: Tensor, text: Tensor) -> Tensor: ...
 
 
 class ClipGuidance(GradientGuidance):
@@ -43,6 +41,10 @@ class ClipGuidance(GradientGuidance):
                 "CLIP guidance needs the captions to guide towards: pass cond={'caption': [...]}."
             )
 
+    def unguided(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
+        """The base's estimate, as at s = 0: unconditional, so the caption acts only through guidance."""
+        return self.base.guide(model, z, t, cond)
+
     def _text_embedding(self, captions: Sequence[str]) -> Tensor:
         key = tuple(captions)
         if self._text is None or self._text[0] != key:
@@ -50,9 +52,7 @@ class ClipGuidance(GradientGuidance):
         return self._text[1]
 
     def log_likelihood(self, z: Tensor, t: Tensor, cond: Condition) -> Tensor:
-        text = self._text_embedding(cond["caption"])
-        image = self.encoder.image_embedding(z, t)
-        return self.encoder.logit_scale.detach() * (image * text.to(image.dtype)).sum(dim=-1)
+        return self.encoder.similarity(z, t, self._text_embedding(cond["caption"]))
 
     def reset(self) -> None:
         self._text = None

@@ -18,13 +18,13 @@ from lightning_diffusion.diffusion.parameterization import broadcast_to
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided
 
 
-def input_gradient(log_likelihood: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
-    """grad_z of the summed per-sample ``log_likelihood(z)``, even under ``no_grad``/``inference_mode``.
-
-    Only z gets a gradient (``autograd.grad``), so the guiding model's parameters accumulate nothing."""
+def input_gradient(log_likelihood: Callable[[Tensor, Tensor], Tensor], z: Tensor, t: Tensor) -> Tensor:
+    """grad_z of the summed per-sample ``log_likelihood(z, t)``, even under ``no_grad``/``inference_mode``
+    (z and t are cloned into ordinary tensors first). Only z gets a gradient (``autograd.grad``), so the
+    guiding model's parameters accumulate nothing."""
     with torch.inference_mode(False), torch.enable_grad():
         z = z.detach().clone().requires_grad_(True)
-        (gradient,) = torch.autograd.grad(log_likelihood(z).sum(), z)
+        (gradient,) = torch.autograd.grad(log_likelihood(z, t.detach().clone()).sum(), z)
     return gradient
 
 
@@ -50,11 +50,14 @@ class GradientGuidance(Guidance):
             return self.base.guide(model, z, t, cond)
         self.check_condition(cond)
         guided = self.base.guide(model, z, t, cond)
-        t_grad = t.detach().clone()
-        gradient = input_gradient(lambda zz: self.log_likelihood(zz, t_grad, cond), z)
+        gradient = input_gradient(lambda zz, tt: self.log_likelihood(zz, tt, cond), z, t)
         alpha, sigma = model.schedule.alpha_sigma(t)
         step = broadcast_to(sigma**2 / alpha, z) * self.scale
         return Guided(guided.denoised + step * gradient.to(guided.denoised.dtype), guided.reference)
+
+    def unguided(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
+        """The base method's own unguided estimate."""
+        return self.base.unguided(model, z, t, cond)
 
     def reset(self) -> None:
         self.base.reset()

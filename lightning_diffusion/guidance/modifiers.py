@@ -20,6 +20,9 @@ class Modifier(Guidance):
     def __init__(self, inner: Guidance) -> None:
         self.inner = inner
 
+    def unguided(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
+        return self.inner.unguided(model, z, t, cond)
+
     def reset(self) -> None:
         self.inner.reset()
 
@@ -45,8 +48,9 @@ class GuidanceInterval(Modifier):
     """Guidance only for EDM noise levels sigma_t / alpha_t in (sigma_min, sigma_max] (Kynkäänniemi et al.
     2024, "Applying guidance in a limited interval improves sample and distribution quality").
 
-    Outside the interval: one plain conditional pass, D(z | x). A batch on one side of the interval costs
-    exactly one call of its kind; a batch straddling it is split per sample."""
+    Outside the interval: the inner method's ``unguided`` estimate, one pass (the plain conditional
+    D(z | x) for CFG, the unconditional base for CLIP guidance). A batch on one side of the interval
+    costs exactly one call of its kind; a batch straddling it is split per sample."""
 
     def __init__(self, inner: Guidance, sigma_min: float, sigma_max: float) -> None:
         if not 0.0 <= sigma_min < sigma_max:
@@ -67,12 +71,12 @@ class GuidanceInterval(Modifier):
         if inside.all():
             return self.inner.guide(model, z, t, cond)
         if not inside.any():
-            plain = model.denoise(z, t, cond)
-            return Guided(plain, plain)
+            return self.inner.unguided(model, z, t, cond)
         guided = self.inner.guide(model, z[inside], t[inside], select_condition(cond, inside))
-        plain = model.denoise(z[~inside], t[~inside], select_condition(cond, ~inside))
-        reference = None if guided.reference is None else merge(inside, guided.reference, plain)
-        return Guided(merge(inside, guided.denoised, plain), reference)
+        plain = self.inner.unguided(model, z[~inside], t[~inside], select_condition(cond, ~inside))
+        references = (guided.reference, plain.reference)
+        reference = None if any(r is None for r in references) else merge(inside, *references)
+        return Guided(merge(inside, guided.denoised, plain.denoised), reference)
 
 
 class CFGRescale(Modifier):

@@ -13,6 +13,9 @@ ranks, and every rank must call ``compute`` (it is a collective).
 
 from __future__ import annotations
 
+import math
+import warnings
+
 from torch import Tensor, nn
 from torch_fidelity.metric_prc import calculate_precision_recall_full
 from torchmetrics import CatMetric, MeanMetric
@@ -89,5 +92,9 @@ class SampleMetrics(nn.Module):
 
 
 def _mean_or_none(metric: MeanMetric) -> float | None:
-    """The metric's mean, or None where no sample fed it (the same on every rank, so no rank waits)."""
-    return float(metric.compute()) if metric.update_called else None
+    """The metric's mean over every rank (a collective: every rank computes), or None where no sample
+    fed it on any rank (the reduced weight is 0, so the mean is NaN)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*compute.*before the ``update``.*")
+        value = float(metric.compute())
+    return None if math.isnan(value) else value

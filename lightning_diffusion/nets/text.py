@@ -51,10 +51,11 @@ class Tokenizer:
                 f"context_length must be at least 3 (start, a word, end), got {context_length}."
             )
         duplicates = sorted({word for word in vocab if list(vocab).count(word) > 1})
-        if duplicates or any(word in SPECIAL_TOKENS for word in vocab):
+        special = sorted(set(vocab) & set(SPECIAL_TOKENS))
+        if duplicates or special:
             raise ConfigError(
                 f"the vocabulary must list distinct words without the special tokens {SPECIAL_TOKENS}; "
-                f"got duplicates {duplicates}."
+                f"got duplicates {duplicates} and special tokens {special}."
             )
         self.words = [*SPECIAL_TOKENS, *vocab]
         self.index = {word: i for i, word in enumerate(self.words)}

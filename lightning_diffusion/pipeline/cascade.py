@@ -23,6 +23,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import check_sampler
 from lightning_diffusion.guidance import Condition, build_guidance
 from lightning_diffusion.registry import load_component
+from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sampling import CountingModel, generate, labels_for, sample_in_batches
 
 
@@ -43,8 +44,7 @@ class CascadeStage:
         check_sampler(self.sampler)
         if self.steps < 1:
             raise ConfigError(f"the number of sampling steps must be at least 1, got {self.steps}.")
-        if not 0.0 <= self.aug_level <= 1.0:
-            raise ConfigError(f"aug_level is a diffusion time in [0, 1], got {self.aug_level}.")
+        check_aug_level(self.aug_level)
 
 
 def _stage_name(index: int, stage: CascadeStage) -> str:
