@@ -119,11 +119,24 @@ def test_evaluator_refuses_a_network_for_other_images_or_classes():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"channels": ()}, {"feature_dim": 0}, {"num_classes": 1}, {"dropout": 1.0}]
+    "kwargs", [{"channels": ()}, {"feature_dim": 0}, {"num_classes": 1}, {"dropout": 1.0}, {"pool_grid": 0}]
 )
 def test_conv_classifier_refuses_impossible_arguments(kwargs):
     with pytest.raises(ConfigError):
         ConvClassifier(**kwargs)
+
+
+def test_grid_pooling_tells_where_an_object_is_and_global_pooling_does_not():
+    torch.manual_seed(0)
+    image = torch.full((1, 1, 16, 16), -1.0)
+    left, right = image.clone(), image.clone()
+    left[..., 7:9, 4:6], right[..., 7:9, 10:12] = 1.0, 1.0  # one blob, shifted; far from the borders
+    for grid, differs in ((1, False), (2, True)):
+        net = ConvClassifier(channels=(8,), feature_dim=8, pool_grid=grid).eval()
+        with torch.no_grad():
+            features = net.features(torch.cat([left, right]))
+        assert net.features(left).shape == (1, 8)
+        assert (not torch.allclose(features[0], features[1], atol=1e-6)) == differs
 
 
 def test_short_evaluator_fit_on_digits_is_well_above_chance_on_val_and_test():

@@ -313,3 +313,10 @@ def test_evaluator_with_attribute_heads_refuses_data_without_attributes():
 def test_evaluator_refuses_bad_attribute_sizes(attribute_sizes):
     with pytest.raises(ConfigError, match="attribute_sizes must list"):
         shapes_evaluator(attribute_sizes)
+
+
+def test_in_two_object_scenes_the_caption_names_the_top_or_left_object_first():
+    data = Shapes(image_size=16, num_train=400, num_test=10, two_object_fraction=1.0).load("train")
+    positions = {ATTRIBUTE_VALUES["position"][index] for index in data.attributes[:, 3].tolist()}
+    assert positions == {"top", "left"}
+    assert all(" below " not in c and "to the right of" not in c for c in data.captions)

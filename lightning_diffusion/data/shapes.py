@@ -1,7 +1,8 @@
 """Procedural coloured shapes with compositional captions: a text-conditioning data set of any size.
 
 Each image shows object A (a small or large red/green/blue/yellow circle/square/triangle) in the top,
-bottom, left or right half of a black image and, sometimes, object B in the opposite half. Captions
+bottom, left or right half of a black image and, sometimes, object B in the opposite half (then A is
+the top or left object, so each image has one caption). Captions
 follow one fixed grammar (``CAPTION_GRAMMAR``), so ``parse_caption`` turns a caption back into the
 attributes it asks for; holding "colour shape" combinations out of training tests compositional
 generalisation (a model that has seen red circles and blue squares, asked for a red square).
@@ -104,7 +105,10 @@ def _scene(
     rng: np.random.Generator, two_object_fraction: float, a_allowed: np.ndarray, b_allowed: np.ndarray
 ) -> tuple[list[int], np.ndarray]:
     """One scene: its attribute indices and geometry (2, 5) rows ``shape, colour, radius, x, y`` of A and
-    B (B's shape -1 when absent), drawing "colour shape" combinations until both are allowed."""
+    B (B's shape -1 when absent), drawing "colour shape" combinations until both are allowed. With two
+    objects A is the top or the left one: "a red circle above a blue square" and "a blue square below a
+    red circle" would show the same image, and an evaluator could not tell which object the caption's
+    attributes describe."""
     two = rng.random() < two_object_fraction
     while True:
         a = int(rng.integers(len(COMBINATIONS)))
@@ -113,6 +117,8 @@ def _scene(
             break
     size, second_size = rng.integers(len(SIZES), size=2)
     position = int(rng.integers(len(POSITIONS)))
+    if two:  # A is the top or left object, so the caption is a function of the image (identifiable)
+        position &= ~1
     jitter = rng.random(4)
     geometry = np.full((2, 5), -1.0)
     geometry[0] = (a % len(SHAPES), a // len(SHAPES), *_place(size, position, jitter[0], jitter[1]))

@@ -22,9 +22,10 @@ def conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequentia
 
 
 class ConvClassifier(Configurable, nn.Module):
-    """Two conv blocks per level (each level after the first starts by halving H and W), global average
-    pooling and a ``feature_dim``-wide layer whose activations are ``features``; ``forward`` adds dropout
-    and a linear head on top of them."""
+    """Two conv blocks per level (each level after the first starts by halving H and W), average
+    pooling to a ``pool_grid`` x ``pool_grid`` grid (1: global, translation invariant; 2 keeps which
+    quadrant holds what, for data whose labels name positions) and a ``feature_dim``-wide layer whose
+    activations are ``features``; ``forward`` adds dropout and a linear head on top of them."""
 
     def __init__(
         self,
@@ -33,8 +34,11 @@ class ConvClassifier(Configurable, nn.Module):
         channels: Sequence[int] = (32, 64),
         feature_dim: int = 128,
         dropout: float = 0.1,
+        pool_grid: int = 1,
     ) -> None:
         super().__init__()
+        if pool_grid < 1:
+            raise ConfigError(f"pool_grid must be a positive number of cells per side, got {pool_grid}.")
         if not channels or any(c <= 0 for c in channels):
             raise ConfigError(f"channels must be a non-empty list of positive widths, got {list(channels)}.")
         if feature_dim < 1 or num_classes < 2:
@@ -56,7 +60,11 @@ class ConvClassifier(Configurable, nn.Module):
             ]
             width = level_width
         self.body = nn.Sequential(
-            *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, feature_dim), nn.SiLU()
+            *blocks,
+            nn.AdaptiveAvgPool2d(pool_grid),
+            nn.Flatten(),
+            nn.Linear(width * pool_grid**2, feature_dim),
+            nn.SiLU(),
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(feature_dim, num_classes)
