@@ -36,7 +36,7 @@ ATTRIBUTE_VALUES = {
     "second_colour": [*COLOURS, NONE],
 }
 COMBINATIONS = [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]  # the class names
-COMBINATION_MODES = ("seen", "held_out")
+COMBINATION_MODES = ("seen", "held_out", "all")
 CAPTION_GRAMMAR = (
     '"a {size} {colour} {shape} at the {position}" or "a {size} {colour} {shape} {relation} a {colour} '
     f'{{shape}}" with size in {SIZES}, colour in {COLOURS}, shape in {SHAPES}, position in {POSITIONS} '
@@ -178,9 +178,12 @@ def _shapes_split(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (N, 3, H, W), attributes (N, 6) and captions of a split: image i from its own generator."""
     held = np.isin(COMBINATIONS, held_out)
-    a_allowed = held if combinations == "held_out" else ~held
+    b_allowed = np.ones_like(held) if combinations == "all" else ~held
+    a_allowed = {"seen": ~held, "held_out": held, "all": b_allowed}[combinations]
     scenes = [
-        _scene(np.random.default_rng((seed, SPLITS.index(split), i)), two_object_fraction, a_allowed, ~held)
+        _scene(
+            np.random.default_rng((seed, SPLITS.index(split), i)), two_object_fraction, a_allowed, b_allowed
+        )
         for i in range(count)
     ]
     attributes = np.array([scene[0] for scene in scenes], dtype=np.int64).reshape(
@@ -197,7 +200,8 @@ class Shapes(DataSource):
     ``(seed, split, i)``, so the first n images do not depend on ``num_train``/``num_test``. The label
     is object A's "colour shape" (one of the 12 ``COMBINATIONS``); ``attributes`` hold the
     ``ATTRIBUTE_VALUES`` indices a caption states. ``combinations="seen"`` leaves out every scene with
-    an object in ``held_out``; ``"held_out"`` keeps only scenes whose object A is held out (B seen)."""
+    an object in ``held_out``; ``"held_out"`` keeps only scenes whose object A is held out (B seen);
+    ``"all"`` excludes nothing (for an evaluator that must read held-out samples; it never guides)."""
 
     def __init__(
         self,
@@ -223,7 +227,7 @@ class Shapes(DataSource):
         if combinations not in COMBINATION_MODES:
             raise ConfigError(
                 f"Shapes combinations must be one of {', '.join(COMBINATION_MODES)} (scenes without the "
-                f"held-out combinations, or with object A held out), got {combinations!r}."
+                f"held-out combinations, with object A held out, or every scene), got {combinations!r}."
             )
         if isinstance(held_out, str):
             raise ConfigError(
@@ -248,8 +252,8 @@ class Shapes(DataSource):
 
     @property
     def name(self) -> str:
-        """``"shapes<size>"``, with ``":held_out"`` for the held-out scenes."""
-        return f"shapes{self.image_size}" + (":held_out" if self.combinations == "held_out" else "")
+        """``"shapes<size>"``, with ``":held_out"`` or ``":all"`` unless the scenes are the seen ones."""
+        return f"shapes{self.image_size}" + ("" if self.combinations == "seen" else f":{self.combinations}")
 
     def _load(self, split: str) -> ImageSet:
         count = self.num_train if split == "train" else self.num_test
