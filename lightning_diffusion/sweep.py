@@ -39,9 +39,7 @@ from lightning_diffusion.sampling import CountingModel, generate
 
 CASCADE = "cascade"  # base denoiser + upsamplers; its scale is the base stage's CFG scale
 SWEEP_METHODS = (*METHODS, CASCADE)
-ROW_KEYS = (
-    "method",
-    "scale",
+METRIC_KEYS = (
     "fid",
     "inception_score",
     "precision",
@@ -49,9 +47,8 @@ ROW_KEYS = (
     "class_accuracy",
     "clip_score",
     "attribute_accuracy",
-    "nfe",
-    "seconds",
 )
+ROW_KEYS = ("method", "scale", *METRIC_KEYS, "nfe", "seconds")
 
 
 @dataclass

@@ -6,17 +6,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_diffusion.sweep import ROW_KEYS
+from lightning_diffusion.sweep import METRIC_KEYS, ROW_KEYS
 
-PLOTTED = (
-    "fid",
-    "inception_score",
-    "precision",
-    "recall",
-    "class_accuracy",
-    "clip_score",
-    "attribute_accuracy",
-)
+PLOTTED = METRIC_KEYS
 
 
 def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any], Path], None]:
