@@ -122,6 +122,14 @@ class Upsampler(Denoiser):
         noise = randn(generators, low_res.shape[1:]).to(low_res.device, low_res.dtype)
         return noised(low_res, noise, levels, self.schedule)
 
+    def low_res_condition(
+        self, low_res: Tensor, level: float, generators: Sequence[torch.Generator]
+    ) -> dict[str, Tensor]:
+        """The sampling-time condition for ``low_res``: the image noised at augmentation ``level`` and
+        that level per sample (``"low_res"``, ``"aug_level"``)."""
+        levels = torch.full((low_res.shape[0],), float(level), device=low_res.device)
+        return {"low_res": self.augment_low_res(low_res, levels, generators), "aug_level": levels}
+
     def _levels(self, level: float | Tensor | None, batch_size: int, device: torch.device) -> Tensor:
         """Per-sample augmentation levels (B,) from a number, a (B,) tensor or None (0: clean)."""
         levels = torch.as_tensor(0.0 if level is None else level, dtype=torch.float32, device=device)

@@ -84,8 +84,7 @@ def evaluate_upsampler(
         target = images[start : start + batch_size].to(device)
         low_res = upsampler.low_res_of(target)
         generators = sample_generators(seed, range(start, start + len(target)), device)
-        levels = torch.full((len(target),), aug_level, device=device)
-        cond = {"low_res": upsampler.augment_low_res(low_res, levels, generators), "aug_level": levels}
+        cond = upsampler.low_res_condition(low_res, aug_level, generators)
         if labels is not None:
             cond["label"] = labels[start : start + batch_size].to(device)
         output = generate(upsampler, guidance, generators, cond, sampler, steps)

@@ -191,9 +191,7 @@ class Cascade:
             stage_cond = dict(cond)
             if images is not None:
                 images = images.to(next(stage.model.parameters()).device)
-                levels = torch.full((images.shape[0],), stage.aug_level, device=images.device)
-                stage_cond["low_res"] = stage.model.augment_low_res(images, levels, generators)
-                stage_cond["aug_level"] = levels
+                stage_cond.update(stage.model.low_res_condition(images, stage.aug_level, generators))
             guidance = build_guidance("cfg", stage.guidance_scale)
             images = generate(
                 counter, guidance, generators, stage_cond, stage.sampler, stage.steps, stage.eta
