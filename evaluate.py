@@ -9,6 +9,8 @@
     python evaluate.py ... --methods '[cfg,cascade]' --cascade '[BASE16.ckpt,UPSAMPLER.ckpt]' --aug_level 0.1
     python evaluate.py --config configs/shapes/sweep.yaml --denoiser TEXT_DENOISER --evaluator EVAL \
         --contrastive CLIP --clip_scorer OTHER_CLIP --out runs/shapes/sweep   # the GLIDE comparison
+    python evaluate.py --config configs/shapes/unclip_sweep.yaml --denoiser TEXT_DENOISER ... \
+        --unclip '[PRIOR.ckpt,DECODER.ckpt]' --out runs/shapes/unclip_sweep   # unCLIP vs GLIDE
 
 Writes sweep.json, sweep.csv, curves.png and grid_<method>_s<scale>.png into --out (and with
 --save_samples the samples as npz); a re-run with the same --out skips finished rows.
@@ -73,6 +75,12 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="method cascade: base denoiser and upsampler checkpoints, lowest resolution first",
     )
+    parser.add_argument(
+        "--unclip",
+        type=list[str] | None,
+        default=None,
+        help="method unclip: prior, unCLIP decoder and (optionally) upsampler checkpoints",
+    )
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False)
     parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
@@ -106,13 +114,10 @@ def _check_scorer(args: Any, contrastive: Any, scorer: Any) -> None:
     """Refuse scoring with the guiding encoder itself: CLIP guidance would be graded by its own model."""
     if contrastive is None or scorer is None:
         return
+    from lightning_diffusion.components.base import same_weights
+
     same_file = Path(args.contrastive).resolve() == Path(args.clip_scorer).resolve()
-    guide_state, scorer_state = contrastive.state_dict(), scorer.state_dict()
-    same_weights = guide_state.keys() == scorer_state.keys() and all(
-        guide_state[k].shape == scorer_state[k].shape and bool((guide_state[k] == scorer_state[k]).all())
-        for k in guide_state
-    )
-    if same_file or same_weights:
+    if same_file or same_weights(contrastive, scorer):
         raise ConfigError(
             "--clip_scorer is the guiding contrastive encoder (--contrastive); the CLIP score must come from "
             "an encoder trained separately (e.g. the same config with another seed_everything)."
@@ -194,8 +199,22 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
         from lightning_diffusion.pipeline import Cascade
 
         cascade = Cascade.from_checkpoints(args.cascade, map_location=device)
+    unclip = None
+    if args.unclip is not None:
+        from lightning_diffusion.pipeline import Unclip
+
+        unclip = Unclip.from_checkpoints(args.unclip, map_location=device)
     models = SweepModels(
-        denoiser, extractor, classifier, guide, num_classes, contrastive, scorer, attribute_evaluator, cascade
+        denoiser,
+        extractor,
+        classifier,
+        guide,
+        num_classes,
+        contrastive,
+        scorer,
+        attribute_evaluator,
+        cascade,
+        unclip,
     )
     return models, DiffusionDataModule.from_hparams(hparams)
 
@@ -204,23 +223,26 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
     """A W&B run in the output folder, offline unless an API key is configured."""
     import wandb
 
-    from lightning_diffusion.loggers import wandb_api_key_available
+    from lightning_diffusion.loggers import wandb_mode
 
-    mode = (
-        "disabled"
-        if os.environ.get("WANDB_MODE") == "disabled"
-        else ("online" if wandb_api_key_available() else "offline")
-    )
     return wandb.init(
         project=args.project,
         dir=args.out,
-        mode=mode,
+        mode=wandb_mode(),
         job_type="sweep",
         config={
             **vars(settings),
             **{
                 key: args[key]
-                for key in ("denoiser", "evaluator", "contrastive", "clip_scorer", "source", "cascade")
+                for key in (
+                    "denoiser",
+                    "evaluator",
+                    "contrastive",
+                    "clip_scorer",
+                    "source",
+                    "cascade",
+                    "unclip",
+                )
             },
         },
     )

@@ -1,10 +1,13 @@
 """``python -m lightning_diffusion``: list components, sample a class-by-scale grid from a checkpoint,
-measure an upsampler's fidelity, or print the caption vocabulary of a training config's data.
+measure an upsampler's fidelity or a prior's predictions, draw unCLIP image variations, or print the
+caption vocabulary of a training config's data.
 
 python -m lightning_diffusion components
 python -m lightning_diffusion sample runs/demo/checkpoints/last.ckpt --out runs/demo --scales 0 1 2 3 5
 python -m lightning_diffusion upsampler-fidelity runs/fashion_mnist/upsampler/checkpoints/last.ckpt
 python -m lightning_diffusion vocab --config CONFIG.yaml    # the vocab: of a text encoder for its data
+python -m lightning_diffusion prior-quality runs/shapes/prior/checkpoints/last.ckpt --scales 1 3
+python -m lightning_diffusion variations runs/shapes/unclip_decoder/checkpoints/last.ckpt --scale 3
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from lightning_diffusion.config import ConfigError, instantiate
 
@@ -71,10 +75,9 @@ def sample_grid(args: argparse.Namespace) -> None:
             print(f"  s = {scale:<4g} {classifier.accuracy(images, labels):.1%}")
 
 
-def print_vocabulary(config: str) -> None:
-    """Print the words of the train captions of ``config``'s data as a YAML flow list (for ``vocab:``).
-
-    The ``data`` section is parsed the way ``train.py`` parses it, so short class names resolve too."""
+def training_datamodule(config: str) -> Any:
+    """The data module of a training YAML's ``data`` section, parsed the way ``train.py`` parses it (so
+    short class names resolve too)."""
     import yaml
 
     try:
@@ -96,23 +99,26 @@ def print_vocabulary(config: str) -> None:
         spec = parser.parse_object({"data": data}).data.as_dict()
     except ArgumentError as error:
         raise ConfigError(f"the data section of {config!r} is invalid: {error}") from None
-    datamodule = instantiate(spec)
-    print(yaml.safe_dump(datamodule.vocabulary(), default_flow_style=True, width=float("inf")).strip())
+    return instantiate(spec)
+
+
+def print_vocabulary(config: str) -> None:
+    """Print the words of the train captions of ``config``'s data as a YAML flow list (for ``vocab:``)."""
+    import yaml
+
+    vocabulary = training_datamodule(config).vocabulary()
+    print(yaml.safe_dump(vocabulary, default_flow_style=True, width=float("inf")).strip())
 
 
 def upsampler_fidelity(args: argparse.Namespace) -> None:
     """PSNR and consistency of an upsampler (and of bilinear upsampling) on real images of its data."""
     import json
 
-    from lightning_diffusion.data import DiffusionDataModule
     from lightning_diffusion.metrics.upsampling import evaluate_upsampler
-    from lightning_diffusion.registry import load_component, read_checkpoint
+    from lightning_diffusion.registry import load_component
 
     upsampler = load_component(args.checkpoint, kind="upsampler")
-    hparams = read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters")
-    if hparams is None:
-        raise ConfigError("the checkpoint does not record its data module; cannot pick real images.")
-    data = DiffusionDataModule.from_hparams(hparams)
+    data = _datamodule_of(args.checkpoint)
     labels = data.labels(args.split, args.n) if upsampler.num_classes is not None else None
     values = evaluate_upsampler(
         upsampler,
@@ -124,6 +130,93 @@ def upsampler_fidelity(args: argparse.Namespace) -> None:
         labels=labels,
     )
     print(json.dumps({"split": args.split, "n": args.n, "aug_level": args.aug_level, **values}, indent=2))
+
+
+def _datamodule_of(checkpoint: str) -> Any:
+    """The data module a component checkpoint was trained on."""
+    from lightning_diffusion.data import DiffusionDataModule
+    from lightning_diffusion.registry import read_checkpoint
+
+    hparams = read_checkpoint(checkpoint).get("datamodule_hyper_parameters")
+    if hparams is None:
+        raise ConfigError(
+            f"{checkpoint} does not record the data it was trained on; cannot pick real images."
+        )
+    return DiffusionDataModule.from_hparams(hparams)
+
+
+def prior_quality(args: argparse.Namespace) -> None:
+    """Cosine similarity and retrieval of a prior's embeddings (and of two baselines) on real pairs."""
+    import json
+
+    from lightning_diffusion.metrics.prior_quality import prior_quality as measure
+    from lightning_diffusion.registry import load_component
+
+    prior = load_component(args.checkpoint, kind="prior")
+    data = _datamodule_of(args.checkpoint)
+    rows = measure(
+        prior,
+        (data.real_images(args.split, args.n), data.captions(args.split, args.n)),
+        (data.real_images("train", args.n_train), data.captions("train", args.n_train)),
+        scales=args.scales,
+        candidates=args.candidates,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    result = {
+        "split": args.split,
+        "n": len(data.captions(args.split, args.n)),
+        "steps": args.steps,
+        "rows": rows,
+    }
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text)
+
+
+def variations(args: argparse.Namespace) -> None:
+    """A grid of unCLIP image variations (a real image, then decoder samples from its C_I, per row),
+    written to the run folder and logged to W&B (offline without an API key)."""
+    import torch
+
+    from lightning_diffusion.grid import row_grid, save_grid
+    from lightning_diffusion.pipeline import image_variations
+    from lightning_diffusion.registry import load_component
+
+    decoder = load_component(args.checkpoint, kind="denoiser")
+    if not hasattr(decoder, "clean_image_embedding"):
+        raise ConfigError(
+            f"{args.checkpoint} is a {type(decoder).__name__}, not an unCLIP decoder: image variations need "
+            "an UnclipDecoder checkpoint."
+        )
+    images = _datamodule_of(args.checkpoint).real_images(args.split, args.n)
+    samples = image_variations(
+        decoder,
+        images,
+        args.per_image,
+        args.scale,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    out = Path(args.out) if args.out is not None else Path(args.checkpoint).resolve().parent.parent
+    path = save_grid(
+        row_grid(torch.cat([images[:, None], samples], dim=1)), out / f"variations_s{args.scale:g}.png"
+    )
+    print(f"variations (rows: a real {args.split} image, then {args.per_image} samples from its C_I): {path}")
+    if args.wandb:
+        import wandb
+
+        from lightning_diffusion.loggers import wandb_mode
+
+        run = wandb.init(
+            project=args.project, dir=out, mode=wandb_mode(), job_type="variations", config=vars(args)
+        )
+        run.log({"variations": wandb.Image(str(path), caption=f"s = {args.scale:g}; first column: real")})
+        run.finish()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +256,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fidelity.add_argument("--batch_size", type=int, default=250)
     fidelity.add_argument("--seed", type=int, default=0)
+    quality = commands.add_parser(
+        "prior-quality",
+        help="cosine similarity and retrieval of a prior's embeddings vs baselines without one",
+    )
+    quality.add_argument("checkpoint", help="prior checkpoint (.ckpt)")
+    quality.add_argument("--split", default="test", help="data split of the evaluation pairs: val or test")
+    quality.add_argument("--n", type=int, default=1000, help="number of evaluation pairs")
+    quality.add_argument(
+        "--n_train", type=int, default=5000, help="training pairs the linear baseline is fitted on"
+    )
+    quality.add_argument("--scales", type=float, nargs="+", default=[1.0], help="prior CFG scales")
+    quality.add_argument(
+        "--candidates", type=int, nargs="+", default=[1], help="prior candidates k per caption"
+    )
+    quality.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    quality.add_argument("--seed", type=int, default=0)
+    quality.add_argument("--batch_size", type=int, default=250)
+    quality.add_argument("--out", default=None, help="also write the JSON to this file")
+    variation = commands.add_parser("variations", help="unCLIP image variations of real images (a PNG grid)")
+    variation.add_argument("checkpoint", help="unCLIP decoder checkpoint (.ckpt)")
+    variation.add_argument("--n", type=int, default=8, help="number of real images (rows)")
+    variation.add_argument("--per_image", type=int, default=7, help="variations per image (columns)")
+    variation.add_argument("--scale", type=float, default=3.0, help="CFG scale on the image embedding")
+    variation.add_argument("--split", default="test", help="data split of the real images")
+    variation.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    variation.add_argument("--seed", type=int, default=0)
+    variation.add_argument("--batch_size", type=int, default=64)
+    variation.add_argument("--out", default=None, help="output folder (default: the checkpoint's run folder)")
+    variation.add_argument("--no_wandb", dest="wandb", action="store_false", help="do not log to W&B")
+    variation.add_argument("--project", default="lightning-diffusion", help="W&B project")
     vocab = commands.add_parser(
         "vocab", help="print the caption vocabulary of a training config's data (for a text encoder's vocab)"
     )
@@ -179,6 +302,10 @@ def main(argv: list[str] | None = None) -> None:
             print_vocabulary(args.config)
         elif args.command == "upsampler-fidelity":
             upsampler_fidelity(args)
+        elif args.command == "prior-quality":
+            prior_quality(args)
+        elif args.command == "variations":
+            variations(args)
         else:
             sample_grid(args)
     except ConfigError as error:

@@ -36,13 +36,22 @@ def class_scale_samples(
     }
 
 
-def grid_image(samples_by_scale: dict[float, Tensor], per_class: int = 1) -> Tensor:
-    """A (C, H, W) image in [0, 1]: one row per class (its first sample), one column per scale."""
-    first = torch.stack([images[::per_class] for images in samples_by_scale.values()], dim=1)
-    cells = first.flatten(0, 1)
+def _grid(cells: Tensor, columns: int) -> Tensor:
+    """Images (N, C, H, W) in [-1, 1] laid out ``columns`` per row, small ones enlarged (nearest) to at
+    least ``MIN_CELL_PIXELS``, as one (C, H, W) image in [0, 1]."""
     factor = max(1, -(-MIN_CELL_PIXELS // cells.shape[-1]))
     cells = F.interpolate(cells, scale_factor=factor, mode="nearest")
-    return make_grid((cells + 1) / 2, nrow=len(samples_by_scale), padding=2, pad_value=1.0)
+    return make_grid((cells + 1) / 2, nrow=columns, padding=2, pad_value=1.0)
+
+
+def row_grid(cells: Tensor) -> Tensor:
+    """A (C, H, W) image in [0, 1] of images (rows, columns, C, H, W) in [-1, 1], row by row."""
+    return _grid(cells.flatten(0, 1), cells.shape[1])
+
+
+def grid_image(samples_by_scale: dict[float, Tensor], per_class: int = 1) -> Tensor:
+    """A (C, H, W) image in [0, 1]: one row per class (its first sample), one column per scale."""
+    return row_grid(torch.stack([images[::per_class] for images in samples_by_scale.values()], dim=1))
 
 
 def save_grid(image: Tensor, path: str | Path) -> Path:
@@ -56,7 +65,4 @@ def save_grid(image: Tensor, path: str | Path) -> Path:
 def sorted_grid(images: Tensor, labels: Tensor | None, columns: int = 8) -> Tensor:
     """A (C, H, W) image in [0, 1] of samples ordered by label (same-class samples side by side), or in
     their own order without labels."""
-    cells = images if labels is None else images[labels.argsort(stable=True)]
-    factor = max(1, -(-MIN_CELL_PIXELS // cells.shape[-1]))
-    cells = F.interpolate(cells, scale_factor=factor, mode="nearest")
-    return make_grid((cells + 1) / 2, nrow=columns, padding=2, pad_value=1.0)
+    return _grid(images if labels is None else images[labels.argsort(stable=True)], columns)

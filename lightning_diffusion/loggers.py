@@ -21,6 +21,14 @@ def wandb_api_key_available() -> bool:
     return any("wandb" in host for host in hosts)
 
 
+def wandb_mode() -> str:
+    """The W&B mode for a run: "disabled" under ``WANDB_MODE=disabled``, else "online" with an API key
+    and "offline" without one."""
+    if os.environ.get("WANDB_MODE") == "disabled":
+        return "disabled"
+    return "online" if wandb_api_key_available() else "offline"
+
+
 class AutoWandbLogger(WandbLogger):
     """``WandbLogger`` that runs offline when no API key is set (``offline: null``); wandb itself prints
     the ``wandb sync <run dir>`` line that uploads an offline run. ``WANDB_MODE=disabled`` disables W&B."""
@@ -33,8 +41,7 @@ class AutoWandbLogger(WandbLogger):
         offline: bool | None = None,
         **kwargs: Any,
     ) -> None:
-        disabled = os.environ.get("WANDB_MODE") == "disabled"
         if offline is None:
-            offline = not disabled and not wandb_api_key_available()
+            offline = wandb_mode() == "offline"
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(project=project, save_dir=save_dir, name=name, offline=offline, **kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def generate(
 ) -> Tensor:
     """One batch: sample i starts from noise of generator i and draws its sampler noise from it too."""
     device = next(model.parameters()).device
-    noise = randn(generators, model.image_shape).to(device)
+    noise = randn(generators, model.sample_shape).to(device)
     return run_sampler(
         sampler, GuidedDenoiser(model, guidance, cond), noise, model.schedule, steps, generators, eta
     )
@@ -84,7 +84,7 @@ def generate(
 @torch.no_grad()
 def sample_in_batches(
     generate_batch: Callable[[Sequence[torch.Generator], Condition], Tensor],
-    labels: Tensor | None,
+    conditions: Mapping[str, Tensor] | None,
     total: int,
     device: torch.device,
     seed: int = 0,
@@ -95,12 +95,13 @@ def sample_in_batches(
 ) -> Tensor:
     """``total`` images from ``generate_batch(generators, cond)``, batch by batch: sample i (counting
     from ``first_index``) draws its noise from a generator seeded by (seed, i), so a sample is the same
-    whatever the batch size; ``labels`` (if given) condition the samples."""
+    whatever the batch size; ``conditions`` (e.g. ``{"label": labels}``, one row per sample, if given)
+    condition the samples."""
     batches = []
     for start in tqdm(range(0, total, batch_size), desc=desc, disable=not progress):
         stop = min(start + batch_size, total)
         generators = sample_generators(seed, range(first_index + start, first_index + stop), device)
-        cond = {} if labels is None else {"label": labels[start:stop].to(device)}
+        cond = {key: value[start:stop].to(device) for key, value in (conditions or {}).items()}
         batches.append(generate_batch(generators, cond).cpu())
     return torch.cat(batches).clamp(-1, 1)
 
@@ -131,7 +132,7 @@ def sample(
     guidance = guidance or ClassifierFree(guidance_scale)
     return sample_in_batches(
         lambda generators, cond: generate(model, guidance, generators, cond, sampler, steps, eta),
-        labels,
+        None if labels is None else {"label": labels},
         labels.numel() if labels is not None else n,
         next(model.parameters()).device,
         seed,

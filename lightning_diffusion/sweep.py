@@ -31,14 +31,15 @@ from lightning_diffusion.grid import save_grid, sorted_grid
 from lightning_diffusion.guidance.factory import METHODS, build_guidance, uses_interval
 from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
 from lightning_diffusion.metrics.clip_score import clip_scores
-from lightning_diffusion.pipeline import Cascade
+from lightning_diffusion.pipeline import Cascade, Unclip
 from lightning_diffusion.prompts import Drawn, Prompts
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.samples_io import save_npz, scale_tag
 from lightning_diffusion.sampling import CountingModel, generate
 
 CASCADE = "cascade"  # base denoiser + upsamplers; its scale is the base stage's CFG scale
-SWEEP_METHODS = (*METHODS, CASCADE)
+UNCLIP = "unclip"  # prior + unCLIP decoder (+ upsamplers); its scale is the decoder's CFG scale
+SWEEP_METHODS = (*METHODS, CASCADE, UNCLIP)
 METRIC_KEYS = (
     "fid",
     "inception_score",
@@ -71,7 +72,9 @@ class SweepSettings:
     save_samples: bool = False
     grid_size: int = 64
     aug_level: float = 0.0  # method cascade: augmentation level of each upsampler's low-res input
-    upsampler_scale: float = 1.0  # method cascade: CFG scale of the upsampler stages
+    upsampler_scale: float = 1.0  # methods cascade, unclip: CFG scale of the upsampler stages
+    prior_scale: float = 1.0  # method unclip: CFG scale of the prior
+    prior_candidates: int = 1  # method unclip: prior samples per caption, the best by C_T · C_I kept
 
     def scales_for(self, method: str) -> list[float]:
         """The scales of one method: ``scales`` is one list for all methods or a dict per method."""
@@ -95,6 +98,8 @@ class SweepSettings:
         if self.num_real is not None and self.num_real < 2:
             raise ConfigError(f"num_real must be at least 2, got {self.num_real}.")
         check_aug_level(self.aug_level)
+        if self.prior_candidates < 1:
+            raise ConfigError(f"prior_candidates must be at least 1, got {self.prior_candidates}.")
         for method in self.methods:
             if not self.scales_for(method):
                 raise ConfigError(
@@ -119,11 +124,14 @@ class SweepModels:
     scorer: Any = None
     attribute_evaluator: Any = None
     cascade: Any = None
+    unclip: Any = None
 
     def conditioned(self, method: str) -> bool:
         """Whether samples of ``method`` follow their label or caption (so class accuracy means something)."""
         if method == CASCADE:
             return self.cascade.num_classes is not None
+        if method == UNCLIP:
+            return True
         return (
             self.denoiser.num_classes is not None
             or getattr(self.denoiser, "text_encoder", None) is not None
@@ -165,11 +173,28 @@ def check_compatible(models: SweepModels, settings: SweepSettings, prompts: Prom
                 f"{tuple(denoiser.image_shape)}; metrics compare both at the final resolution, so pass a "
                 "denoiser trained at the cascade's final resolution."
             )
+    if UNCLIP in settings.methods:
+        if models.unclip is None:
+            raise ConfigError(
+                "method unclip needs its chain: pass --unclip '[PRIOR.ckpt, DECODER.ckpt(, UPSAMPLER.ckpt)]'."
+            )
+        if tuple(models.unclip.image_shape) != tuple(denoiser.image_shape):
+            raise ConfigError(
+                f"the unCLIP chain makes images of shape {tuple(models.unclip.image_shape)} but the denoiser "
+                f"{tuple(denoiser.image_shape)}; metrics compare both at one resolution, so pass a denoiser "
+                "trained at the chain's final resolution."
+            )
+        if not prompts.text:
+            raise ConfigError(
+                "method unclip generates from captions: sample a captioned data set or pass --captions."
+            )
     text_model = getattr(denoiser, "text_encoder", None) is not None
     if prompts.text:
-        wrong = [m for m in settings.methods if not m.startswith(("cfg", "clip", "autoguidance"))]
+        wrong = [m for m in settings.methods if not m.startswith(("cfg", "clip", "autoguidance", UNCLIP))]
         if wrong:
-            raise ConfigError(f"methods {wrong} guide towards class labels; with captions use cfg or clip.")
+            raise ConfigError(
+                f"methods {wrong} guide towards class labels; with captions use cfg, clip or unclip."
+            )
         if not text_model and any(m.startswith("cfg") for m in settings.methods):
             raise ConfigError(
                 "classifier-free guidance on captions needs a text-conditional denoiser (with a "
@@ -390,21 +415,19 @@ def _row_sampler(
     """How one row samples a batch ``(generators, cond) -> images``, and a count of the network rows
     it has denoised so far (for NFE): a guided denoiser, or the cascade with its base stage at ``scale``."""
     if method == CASCADE:
-        stages = models.cascade.stages
-        cascade = Cascade(
-            [
-                replace(
-                    stage,
-                    sampler=settings.sampler,
-                    steps=settings.steps,
-                    eta=settings.eta,
-                    guidance_scale=scale if index == 0 else settings.upsampler_scale,
-                    aug_level=0.0 if index == 0 else settings.aug_level,
-                )
-                for index, stage in enumerate(stages)
-            ]
-        )
+        cascade = _configured_cascade(models.cascade, settings, scale)
         return cascade.generate, lambda: cascade.rows
+    if method == UNCLIP:
+        prior = replace(
+            models.unclip.prior,
+            guidance_scale=settings.prior_scale,
+            candidates=settings.prior_candidates,
+            sampler=settings.sampler,
+            steps=settings.steps,
+            eta=settings.eta,
+        )
+        chain = Unclip(prior, _configured_cascade(models.unclip.cascade, settings, scale))
+        return chain.generate, lambda: chain.rows
     counted = CountingModel(models.denoiser)
     guide = CountingModel(models.guide) if models.guide is not None else None
     guidance = build_guidance(
@@ -422,6 +445,24 @@ def _row_sampler(
         return generate(counted, guidance, generators, cond, settings.sampler, settings.steps, settings.eta)
 
     return sample_batch, lambda: counted.rows + (guide.rows if guide is not None else 0)
+
+
+def _configured_cascade(cascade: Cascade, settings: SweepSettings, scale: float) -> Cascade:
+    """``cascade`` sampled with the sweep's sampler and steps, its base stage at CFG ``scale`` and its
+    upsamplers at ``upsampler_scale`` and ``aug_level``."""
+    return Cascade(
+        [
+            replace(
+                stage,
+                sampler=settings.sampler,
+                steps=settings.steps,
+                eta=settings.eta,
+                guidance_scale=scale if index == 0 else settings.upsampler_scale,
+                aug_level=0.0 if index == 0 else settings.aug_level,
+            )
+            for index, stage in enumerate(cascade.stages)
+        ]
+    )
 
 
 def _text_metric_inputs(

@@ -15,7 +15,10 @@ import train
 from callbacks import sample_grid
 from lightning_diffusion import registry
 from lightning_diffusion.__main__ import main as lightning_diffusion_main
-from lightning_diffusion.components import Denoiser
+from lightning_diffusion.__main__ import training_datamodule
+from lightning_diffusion.components import ContrastiveEncoder, Denoiser
+from lightning_diffusion.nets import EncoderUNet, TextTransformer
+from lightning_diffusion.registry import CHECKPOINT_KEY
 
 CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
 DIGITS = REPO / "configs" / "digits" / "denoiser.yaml"
@@ -69,6 +72,29 @@ def check_sweep_config(config: Path) -> None:
     assert all(settings.scales_for(method) for method in settings.methods)
 
 
+def encoder_checkpoint_for(config: Path, model_args: dict, path: Path) -> str:
+    """A small untrained contrastive encoder checkpoint for the data of ``config``, as wide as its model
+    needs (the prior network's embed_dim and text_width), for configs naming a frozen ``encoder``."""
+    datamodule = training_datamodule(str(config))
+    net_args = model_args.get("net", {}).get("init_args", {})
+    embed_dim, width = net_args.get("embed_dim", 16), net_args.get("text_width", 16)
+    image_net = EncoderUNet(
+        in_channels=datamodule.image_shape[0],
+        out_dim=embed_dim,
+        channels=(8,),
+        num_res_blocks=1,
+        attention_levels=(),
+    )
+    text = TextTransformer(datamodule.vocabulary(), context_length=16, width=width, layers=1, heads=2)
+    encoder = ContrastiveEncoder(image_net, text, image_shape=datamodule.image_shape, embed_dim=embed_dim)
+    checkpoint = {
+        "state_dict": encoder.state_dict(),
+        CHECKPOINT_KEY: {"kind": encoder.component_kind, "spec": encoder.spec},
+    }
+    torch.save(checkpoint, path)
+    return str(path)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
 def test_config_parses_and_instantiates(config, tmp_path):
     content = yaml.safe_load(config.read_text()) or {}
@@ -85,6 +111,10 @@ def test_config_parses_and_instantiates(config, tmp_path):
     overrides = []
     if content.get("trainer", {}).get("accelerator") == "gpu" and not torch.cuda.is_available():
         overrides = ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]  # parsed, built on the CPU
+
+    if "encoder" in content.get("model", {}).get("init_args", {}):  # a frozen encoder's checkpoint
+        encoder = encoder_checkpoint_for(config, content["model"]["init_args"], tmp_path / "encoder.ckpt")
+        overrides += ["--model.init_args.encoder", encoder]
 
     cli = train.main(args=[*configs, *quiet(tmp_path), *overrides], run=False)
 

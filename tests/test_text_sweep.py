@@ -127,7 +127,7 @@ def test_held_out_combinations_and_explicit_captions(checkpoints, tmp_path):
     [
         (("--clip_scorer", "contrastive"), "is the guiding contrastive encoder"),
         (("--captions", "[]"), "list of captions is empty"),
-        (("--methods", "[classifier]"), "guide towards class labels; with captions use cfg or clip"),
+        (("--methods", "[classifier]"), "guide towards class labels; with captions use cfg, clip or unclip"),
         (("--contrastive", None), "CLIP guidance needs a noise-aware contrastive encoder"),
     ],
 )

@@ -5,6 +5,17 @@ from lightning_diffusion.components.contrastive_encoder import ContrastiveEncode
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.components.evaluator import Evaluator
 from lightning_diffusion.components.noisy_classifier import NoisyClassifier
+from lightning_diffusion.components.prior import Prior
+from lightning_diffusion.components.unclip_decoder import UnclipDecoder
 from lightning_diffusion.components.upsampler import Upsampler
 
-__all__ = ["Component", "ContrastiveEncoder", "Denoiser", "Evaluator", "NoisyClassifier", "Upsampler"]
+__all__ = [
+    "Component",
+    "ContrastiveEncoder",
+    "Denoiser",
+    "Evaluator",
+    "NoisyClassifier",
+    "Prior",
+    "UnclipDecoder",
+    "Upsampler",
+]

@@ -53,6 +53,23 @@ def check_network(net: nn.Module, **expected: Any) -> None:
             )
 
 
+def same_weights(first: nn.Module, second: nn.Module) -> bool:
+    """Whether two modules hold the same parameters and buffers (names, shapes and values)."""
+    first_state, second_state = first.state_dict(), second.state_dict()
+    return first_state.keys() == second_state.keys() and all(
+        first_state[key].shape == second_state[key].shape
+        and bool((first_state[key] == second_state[key].to(first_state[key].device)).all())
+        for key in first_state
+    )
+
+
+def check_probabilities(**probabilities: float) -> None:
+    """Refuse any named probability (e.g. a condition-dropout rate) outside [0, 1]."""
+    for name, value in probabilities.items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} is a probability and must lie in [0, 1], got {value}.")
+
+
 def classification_outcomes(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Per-sample cross-entropy and correctness (1.0 or 0.0): what classifiers log as loss and accuracy."""
     losses = F.cross_entropy(logits.float(), labels, reduction="none")

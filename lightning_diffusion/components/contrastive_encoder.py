@@ -12,16 +12,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from lightning_diffusion.components.base import Component, QuartileMeans, adamw_with_warmup, check_network
+from lightning_diffusion.components.base import (
+    Component,
+    QuartileMeans,
+    adamw_with_warmup,
+    check_network,
+    check_probabilities,
+)
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, noised
+from lightning_diffusion.nets.text import TextEncoding
 from lightning_diffusion.registry import register
 
 MAX_LOGIT_SCALE = 100.0  # CLIP (Radford et al. 2021, Sec. 2.5) clips the temperature so logits stay <= 100
-NO_CAPTIONS = (
-    "the contrastive encoder learns from image-caption pairs but the data has no captions; use a "
-    "captioned source (Shapes, Captioned(...), ImageFolder with captions_file)."
-)
+
+
+def no_captions(learner: str) -> ConfigError:
+    """The error for data without captions, given to a component (``learner``) that needs them."""
+    return ConfigError(
+        f"{learner} learns from image-caption pairs but the data has no captions; use a captioned source "
+        "(Shapes, Captioned(...), ImageFolder with captions_file)."
+    )
 
 
 def same_caption(captions: Sequence[str], device: torch.device | None = None) -> Tensor:
@@ -90,8 +101,7 @@ class ContrastiveEncoder(Component):
         warmup_steps: int = 100,
     ) -> None:
         super().__init__()
-        if not 0.0 <= p_clean <= 1.0:
-            raise ConfigError(f"p_clean is a probability and must lie in [0, 1], got {p_clean}.")
+        check_probabilities(p_clean=p_clean)
         if not 0.0 < t_max <= 1.0:
             raise ConfigError(
                 f"t_max is the highest training noise level and must lie in (0, 1], got {t_max}."
@@ -133,12 +143,16 @@ class ContrastiveEncoder(Component):
         """C_I(z_t, t): unit-norm float32 embeddings (B, embed_dim) of images ``z`` at noise levels ``t``."""
         return F.normalize(self.image_net(z, t).float(), dim=-1)
 
-    def text_embedding(self, captions: Sequence[str]) -> Tensor:
-        """C_T(caption): unit-norm float32 embeddings (B, embed_dim) of a list of captions."""
+    def encode_text(self, captions: Sequence[str]) -> tuple[Tensor, TextEncoding]:
+        """C_T(caption) (see ``text_embedding``) and the text tower's encoding (pooled, tokens, mask)."""
         if isinstance(captions, str):
             raise ConfigError("captions must be a list of strings, got a single string; wrap it in a list.")
-        pooled = self.text_encoder(list(captions)).pooled
-        return F.normalize(self.text_projection(pooled).float(), dim=-1)
+        encoding = self.text_encoder(list(captions))
+        return F.normalize(self.text_projection(encoding.pooled).float(), dim=-1), encoding
+
+    def text_embedding(self, captions: Sequence[str]) -> Tensor:
+        """C_T(caption): unit-norm float32 embeddings (B, embed_dim) of a list of captions."""
+        return self.encode_text(captions)[0]
 
     def similarity(self, z: Tensor, t: Tensor, text: Tensor) -> Tensor:
         """logit_scale · C_T(caption_i)ᵀ C_I(z_i, t_i), shape (B,), for text embeddings ``text`` (B, E):
@@ -155,7 +169,7 @@ class ContrastiveEncoder(Component):
     def _captions(batch: Mapping[str, Any]) -> list[str]:
         captions = batch.get("caption")
         if captions is None:
-            raise ConfigError(NO_CAPTIONS)
+            raise no_captions("the contrastive encoder")
         return list(captions)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -205,5 +219,5 @@ class ContrastiveEncoder(Component):
         """Refuse a data module without captions or with images of another shape."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and not getattr(datamodule, "has_captions", True):
-            raise ConfigError(NO_CAPTIONS)
+            raise no_captions("the contrastive encoder")
         self.check_datamodule(self.image_shape, None)

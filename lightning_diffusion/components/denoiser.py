@@ -8,7 +8,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lightning_diffusion.components.base import Component, QuartileMeans, adamw_with_warmup, check_network
+from lightning_diffusion.components.base import (
+    Component,
+    QuartileMeans,
+    adamw_with_warmup,
+    check_network,
+    check_probabilities,
+)
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, denoised_from_output, diffusion_loss
 from lightning_diffusion.diffusion.parameterization import check_prediction
@@ -57,8 +63,7 @@ class Denoiser(Component):
     ) -> None:
         super().__init__()
         check_network(net, in_channels=self.network_in_channels(image_shape), out_channels=image_shape[0])
-        if not 0.0 <= p_uncond <= 1.0:
-            raise ConfigError(f"p_uncond is a probability and must lie in [0, 1], got {p_uncond}.")
+        check_probabilities(p_uncond=p_uncond)
         self.net = net
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
@@ -104,11 +109,21 @@ class Denoiser(Component):
                 f"the text encoder's tokens are {self.text_encoder.width} wide but the network's "
                 f"context_dim is {context_dim}; set net.init_args.context_dim to {self.text_encoder.width}."
             )
-        if self.text_encoder is None and context_dim is not None:
+        if not self.uses_context and context_dim is not None:
             raise ConfigError(
                 "the network has context_dim set but there is no text_encoder; set context_dim: null."
             )
         return cond_dim
+
+    @property
+    def uses_context(self) -> bool:
+        """Whether conditions reach the network as context tokens (cross-attention)."""
+        return self.text_encoder is not None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample, the noise samplers start from: the image's."""
+        return self.image_shape
 
     @property
     def conditions_vector(self) -> bool:

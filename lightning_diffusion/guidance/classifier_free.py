@@ -27,9 +27,11 @@ class ClassifierFree(Guidance):
         if self.scale == 1.0:
             conditional = model.denoise(z, t, cond)
             return Guided(conditional, conditional)
-        null = {**cond, **model.null_condition(z.shape[0], z.device)}
+        null_keys = model.null_condition(z.shape[0], z.device)
+        null = {**cond, **null_keys}
         if self.scale == 0.0:
             return Guided(model.denoise(z, t, null), None)
+        cond = {**null_keys, **cond}  # a key the condition leaves out means ∅: batch it as such
         both = model.denoise(torch.cat([z, z]), torch.cat([t, t]), concat_conditions(cond, null))
         conditional, unconditional = both.chunk(2)
         return Guided(unconditional.lerp(conditional, self.scale), conditional)

@@ -216,5 +216,13 @@ def sample_cascade(
     labels = labels_for(cascade, labels, n)
     total = labels.numel() if labels is not None else n
     return sample_in_batches(
-        cascade.generate, labels, total, cascade.device, seed, first_index, batch_size, "cascade", progress
+        cascade.generate,
+        None if labels is None else {"label": labels},
+        total,
+        cascade.device,
+        seed,
+        first_index,
+        batch_size,
+        "cascade",
+        progress,
     )
