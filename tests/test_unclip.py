@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from test_contrastive import quadrant_items, tiny_contrastive_encoder
+from test_sweep import run_evaluate
 from test_text_sweep import (
     checkpoints,  # noqa: F401 - the text sweep's checkpoints fixture
     save,
@@ -284,6 +286,25 @@ def test_unclip_rows_sit_next_to_the_text_denoiser_rows(unclip_checkpoints, tmp_
     assert all(row["clip_score"] is not None and row["attribute_accuracy"] is not None for row in unclip)
     assert [row["nfe"] for row in unclip] == [2, 4]
     assert (tmp_path / "sweep" / "grid_unclip_s2.png").is_file()
+
+
+def test_two_cpu_processes_give_the_same_unclip_rows_as_one(unclip_checkpoints, tmp_path):
+    """Prior candidates and decoder noise come from each sample's generator: 2 DDP processes give the
+    same samples and metrics as 1."""
+    samples, rows = {}, {}
+    chain = str([unclip_checkpoints["prior"], unclip_checkpoints["decoder"]])
+    for devices in (1, 2):
+        out = tmp_path / f"devices{devices}"
+        unclip = ["--methods", "[unclip]", "--scales", "[2]", "--unclip", chain, "--prior_candidates", "2"]
+        args = text_args(unclip_checkpoints, out, *unclip, "--num_samples", "7", "--save_samples", "true")
+        done = run_evaluate(args, devices)
+        assert done.returncode == 0, done.stderr[-3000:]
+        samples[devices] = np.load(out / "samples_unclip_s2.npz")
+        rows[devices] = json.loads((out / "sweep.json").read_text())[0]
+    np.testing.assert_array_equal(samples[1]["arr_0"], samples[2]["arr_0"])
+    assert list(samples[1]["captions"]) == list(samples[2]["captions"])
+    for key in ("fid", "precision", "recall", "clip_score", "attribute_accuracy"):
+        assert rows[2][key] == pytest.approx(rows[1][key], abs=1e-6, rel=1e-6), key
 
 
 def test_unclip_sweep_without_its_chain_is_a_clear_error(unclip_checkpoints, tmp_path):
