@@ -125,14 +125,14 @@ def _check_scorer(args: Any, contrastive: Any, scorer: Any) -> None:
 
 
 def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettings) -> Any:
-    """Uniform class labels, or (text models, CLIP guidance, --captions) captions with their labels and
-    attributes when they come from the data."""
+    """Uniform class labels, or (text models, CLIP guidance, unCLIP, --captions) captions with their
+    labels and attributes when they come from the data."""
     from lightning_diffusion.prompts import Prompts
 
     text = (
         getattr(models.denoiser, "text_encoder", None) is not None
         or args.captions is not None
-        or any(method.startswith("clip") for method in settings.methods)
+        or any(method.startswith(("clip", "unclip")) for method in settings.methods)
     )
     if not text:
         if models.num_classes is None:

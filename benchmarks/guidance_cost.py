@@ -17,32 +17,11 @@ repeats of that repeat's ratio, so drifts in the machine's speed cancel.
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from timing import REPO, build, measure, print_table
 
-import train
 from lightning_diffusion.guidance import ClassifierFree, ClipGuidance
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def build(config: Path) -> torch.nn.Module:
-    """The component a training config describes, in eval mode, without a Trainer run."""
-    cli = train.main(args=["--config", str(config), "--trainer.logger", "false"], run=False)
-    return cli.model.float().eval().requires_grad_(False)
-
-
-def seconds(step: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -69,20 +48,10 @@ def main() -> None:
         "cfg (s = 3)": lambda: cfg(model, z, t, cond),
         "clip (s = 3)": lambda: clip(model, z, t, cond),
     }
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    with torch.no_grad():
-        for step in steps.values():
-            step()
-        for _ in range(args.repeats):
-            for name, step in steps.items():
-                times[name].append(seconds(step))
+    times = measure(steps, args.repeats)
     threads = torch.get_num_threads()
     print(f"{args.data}: batch {args.batch}, image {tuple(model.image_shape)}, {threads} threads")
-    print(f"{'step':<14} {'ms/step':>9} {'x cond':>8} {'x cfg':>7}")
-    for name, values in times.items():
-        plain = statistics.median(v / b for v, b in zip(values, times["conditional"], strict=True))
-        cfg = statistics.median(v / c for v, c in zip(values, times["cfg (s = 3)"], strict=True))
-        print(f"{name:<14} {1000 * statistics.median(values):>9.1f} {plain:>8.2f} {cfg:>7.2f}")
+    print_table(times, {"x cond": "conditional", "x cfg": "cfg (s = 3)"})
 
 
 if __name__ == "__main__":
