@@ -413,7 +413,8 @@ def _row_sampler(
     models: SweepModels, settings: SweepSettings, method: str, scale: float
 ) -> tuple[Callable[[Sequence[torch.Generator], dict[str, Any]], Tensor], Callable[[], int]]:
     """How one row samples a batch ``(generators, cond) -> images``, and a count of the network rows
-    it has denoised so far (for NFE): a guided denoiser, or the cascade with its base stage at ``scale``."""
+    it has denoised so far (for NFE): a guided denoiser, the cascade with its base stage at ``scale``, or
+    the unCLIP chain with its decoder at ``scale`` (image rows only: the prior's are embedding vectors)."""
     if method == CASCADE:
         cascade = _configured_cascade(models.cascade, settings, scale)
         return cascade.generate, lambda: cascade.rows

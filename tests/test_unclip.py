@@ -24,7 +24,7 @@ import evaluate
 from lightning_diffusion.components import ContrastiveEncoder, Prior, UnclipDecoder
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import sample_generators
-from lightning_diffusion.metrics.prior_quality import fit_linear_map, prediction_quality
+from lightning_diffusion.metrics.prior_quality import apply_linear_map, fit_linear_map, prediction_quality
 from lightning_diffusion.nets import EncoderUNet, PriorMLP, PriorTransformer, UNet
 from lightning_diffusion.pipeline import PriorStage, Unclip, image_variations, sample_unclip
 from lightning_diffusion.pipeline.cascade import Cascade, CascadeStage
@@ -153,17 +153,30 @@ def test_prior_learns_caption_dependent_embeddings_closer_than_the_text_embeddin
     )
 
 
-def test_linear_baseline_and_retrieval_on_known_embeddings():
-    text = F.normalize(torch.randn(40, 4), dim=1)
-    image = F.normalize(text @ torch.randn(4, 4) + 0.1, dim=1)
-    weights = fit_linear_map(text, image)
-    captions = [f"caption {i}" for i in range(40)]
-    exact = prediction_quality(image, image, captions)
-    assert exact == pytest.approx({"cosine": 1.0, "retrieval": 1.0})
-    mapped = prediction_quality(torch.cat([text, torch.ones(40, 1)], 1) @ weights, image, captions)
-    assert mapped["cosine"] > 0.99
-    shuffled = prediction_quality(image.roll(1, dims=0), image, captions)
-    assert shuffled["retrieval"] == 0.0
+def test_prediction_quality_tells_exact_collapsed_and_wrong_predictions_apart():
+    """4 captions, 25 images each spread around a caption centre: the true embeddings score perfectly;
+    the per-caption mean (what a regression predicts) keeps cosine and retrieval but loses recall;
+    predictions of the wrong caption fail retrieval."""
+    generator = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(4, 16, generator=generator), dim=1)
+    which = torch.arange(100) % 4
+    true = F.normalize(centres[which] + 0.15 * torch.randn(100, 16, generator=generator), dim=1)
+    captions = [f"caption {i}" for i in which.tolist()]
+    exact = prediction_quality(true, true, captions)
+    assert exact["cosine"] == pytest.approx(1.0) and exact["retrieval"] == 1.0
+    assert exact["frechet"] == pytest.approx(0.0, abs=1e-3) and exact["recall"] == 1.0
+    means = torch.stack([true[which == c].mean(dim=0) for c in range(4)])[which]
+    collapsed = prediction_quality(means, true, captions)
+    assert collapsed["cosine"] > 0.85 and collapsed["retrieval"] == 1.0
+    assert collapsed["recall"] < 0.2 and collapsed["frechet"] > exact["frechet"] + 0.05
+    wrong = prediction_quality(true[(torch.arange(100) + 1) % 100], true, captions)
+    assert wrong["retrieval"] == 0.0
+
+
+def test_linear_map_recovers_an_affine_relation():
+    text = F.normalize(torch.randn(40, 4, generator=torch.Generator().manual_seed(1)), dim=1)
+    image = text @ torch.randn(4, 4, generator=torch.Generator().manual_seed(2)) + 0.1
+    torch.testing.assert_close(apply_linear_map(fit_linear_map(text, image), text), F.normalize(image, dim=1))
 
 
 # --- the decoder --------------------------------------------------------------------------------------
@@ -332,7 +345,9 @@ def test_prior_quality_and_variations_commands(unclip_checkpoints, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "prior.json").read_text())["rows"]
     assert [row["predictor"] for row in rows] == ["C_T as C_I", "linear map C_T -> C_I", "prior", "prior"]
-    assert all(-1 <= row["cosine"] <= 1 and 0 <= row["retrieval"] <= 1 for row in rows)
+    assert all(
+        -1 <= row["cosine"] <= 1 and 0 <= row["retrieval"] <= 1 and row["frechet"] >= 0 for row in rows
+    )
     result = run_module(
         "variations",
         unclip_checkpoints["decoder"],
