@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,13 +49,7 @@ def quadrant_batch(count: int = 16, seed: int = 1) -> tuple[torch.Tensor, list[s
     return torch.stack([item["image"] for item in items]), [item["caption"] for item in items]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Nets this small gain nothing from threads, and on a busy machine spare threads stall them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ caption → prior → decoder chain, image variations, prior quality, unclip swe
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -33,12 +32,7 @@ from lightning_diffusion.registry import load_component
 EMBED = 8  # the text sweep's encoders embed into 8 dimensions, with a 16-wide text tower
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -218,6 +212,12 @@ def test_decoder_fit_leaves_the_encoder_frozen(unclip_checkpoints):
     trainer.fit(decoder, torch.utils.data.DataLoader(items, batch_size=8))
     assert not decoder.encoder.training
     assert all(torch.equal(before[key], value) for key, value in decoder.encoder.state_dict().items())
+
+
+def test_decoder_network_without_context_tokens_is_refused(unclip_checkpoints):
+    net = UNet(in_channels=3, channels=(8, 16), num_res_blocks=1, cond_dim=16)
+    with pytest.raises(ConfigError, match="image embedding condition reaches the network as context tokens"):
+        UnclipDecoder(net, unclip_checkpoints["contrastive"], image_shape=(3, 16, 16))
 
 
 def test_missing_encoder_checkpoint_is_a_clear_error(tmp_path):

@@ -113,6 +113,11 @@ class Denoiser(Component):
             raise ConfigError(
                 "the network has context_dim set but there is no text_encoder; set context_dim: null."
             )
+        if self.uses_context and context_dim is None:
+            raise ConfigError(
+                f"the {self._condition_names()} condition reaches the network as context tokens for "
+                "cross-attention: set net.init_args.context_dim (e.g. 64) and attention_levels."
+            )
         return cond_dim
 
     @property

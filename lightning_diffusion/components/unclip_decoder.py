@@ -90,15 +90,6 @@ class UnclipDecoder(FrozenEncoderUser, Denoiser):
         """Always: the image embedding becomes context tokens."""
         return True
 
-    def _check_condition_inputs(self, net: nn.Module) -> int | None:
-        if getattr(net, "context_dim", None) is None:
-            raise ConfigError(
-                "the unCLIP decoder turns the image embedding into context tokens for cross-attention: set "
-                "net.init_args.context_dim (the text encoder's width, or e.g. 64 without one) and "
-                "attention_levels."
-            )
-        return super()._check_condition_inputs(net)
-
     def _condition_names(self) -> str:
         return "image embedding" + (", caption" if self.text_encoder is not None else "")
 
