@@ -162,32 +162,17 @@ def check_compatible(models: SweepModels, settings: SweepSettings, prompts: Prom
                 f"the classifier knows {other.num_classes} classes but the denoiser {denoiser.num_classes}; "
                 "pass a classifier trained on the same data."
             )
-    if CASCADE in settings.methods:
-        if models.cascade is None:
-            raise ConfigError(
-                "method cascade needs its stages: pass --cascade '[BASE.ckpt, UPSAMPLER.ckpt]'."
-            )
-        if tuple(models.cascade.image_shape) != tuple(denoiser.image_shape):
-            raise ConfigError(
-                f"the cascade makes images of shape {tuple(models.cascade.image_shape)} but the denoiser "
-                f"{tuple(denoiser.image_shape)}; metrics compare both at the final resolution, so pass a "
-                "denoiser trained at the cascade's final resolution."
-            )
-    if UNCLIP in settings.methods:
-        if models.unclip is None:
-            raise ConfigError(
-                "method unclip needs its chain: pass --unclip '[PRIOR.ckpt, DECODER.ckpt(, UPSAMPLER.ckpt)]'."
-            )
-        if tuple(models.unclip.image_shape) != tuple(denoiser.image_shape):
-            raise ConfigError(
-                f"the unCLIP chain makes images of shape {tuple(models.unclip.image_shape)} but the denoiser "
-                f"{tuple(denoiser.image_shape)}; metrics compare both at one resolution, so pass a denoiser "
-                "trained at the chain's final resolution."
-            )
-        if not prompts.text:
-            raise ConfigError(
-                "method unclip generates from captions: sample a captioned data set or pass --captions."
-            )
+    chains = (
+        (CASCADE, models.cascade, "--cascade '[BASE.ckpt, UPSAMPLER.ckpt]'"),
+        (UNCLIP, models.unclip, "--unclip '[PRIOR.ckpt, DECODER.ckpt(, UPSAMPLER.ckpt)]'"),
+    )
+    for method, chain, option in chains:
+        if method in settings.methods:
+            _check_chain(method, chain, denoiser, option)
+    if UNCLIP in settings.methods and not prompts.text:
+        raise ConfigError(
+            "method unclip generates from captions: sample a captioned data set or pass --captions."
+        )
     text_model = getattr(denoiser, "text_encoder", None) is not None
     if prompts.text:
         wrong = [m for m in settings.methods if not m.startswith(("cfg", "clip", "autoguidance", UNCLIP))]
@@ -213,6 +198,19 @@ def check_compatible(models: SweepModels, settings: SweepSettings, prompts: Prom
         raise ConfigError(
             f"the evaluator knows {models.num_classes} classes but the denoiser {denoiser.num_classes}: "
             "it was trained on another data set; pass an evaluator trained on the denoiser's data."
+        )
+
+
+def _check_chain(method: str, chain: Any, denoiser: Any, option: str) -> None:
+    """Refuse a chained method (cascade, unclip) without its stages, or whose final images differ in
+    shape from the denoiser's (metrics compare every row at one resolution)."""
+    if chain is None:
+        raise ConfigError(f"method {method} needs its stages: pass {option}.")
+    if tuple(chain.image_shape) != tuple(denoiser.image_shape):
+        raise ConfigError(
+            f"the {method} stages make images of shape {tuple(chain.image_shape)} but the denoiser "
+            f"{tuple(denoiser.image_shape)}; metrics compare both at one resolution, so pass a denoiser "
+            "trained at the final resolution of the stages."
         )
 
 

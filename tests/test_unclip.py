@@ -321,7 +321,7 @@ def test_two_cpu_processes_give_the_same_unclip_rows_as_one(unclip_checkpoints, 
 
 
 def test_unclip_sweep_without_its_chain_is_a_clear_error(unclip_checkpoints, tmp_path):
-    with pytest.raises(SystemExit, match="method unclip needs its chain"):
+    with pytest.raises(SystemExit, match="method unclip needs its stages: pass --unclip"):
         evaluate.main(text_args(unclip_checkpoints, tmp_path / "bad", "--methods", "[unclip]"))
 
 

@@ -12,6 +12,7 @@ from lightning_diffusion.diffusion.parameterization import (
 from lightning_diffusion.diffusion.samplers import (
     SAMPLERS,
     check_sampler,
+    check_steps,
     ddim,
     ddpm,
     heun,
@@ -25,6 +26,7 @@ __all__ = [
     "SAMPLERS",
     "CosineSchedule",
     "check_sampler",
+    "check_steps",
     "ddim",
     "ddpm",
     "denoised_from_output",

@@ -27,10 +27,16 @@ SAMPLERS = ("ddim", "ddpm", "heun")
 Step = tuple[float, float, float, float, float]
 
 
-def _steps(schedule: CosineSchedule, steps: int, progress: bool, name: str) -> Iterator[Step]:
-    """Yield (t, alpha_t, sigma_t, alpha_s, sigma_s) for each step t -> s of the grid."""
+def check_steps(steps: int) -> int:
+    """Return ``steps`` if it is a usable number of sampling steps, else raise a clear error."""
     if steps < 1:
         raise ConfigError(f"the number of sampling steps must be at least 1, got {steps}.")
+    return steps
+
+
+def _steps(schedule: CosineSchedule, steps: int, progress: bool, name: str) -> Iterator[Step]:
+    """Yield (t, alpha_t, sigma_t, alpha_s, sigma_s) for each step t -> s of the grid."""
+    check_steps(steps)
     times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     alphas, sigmas = (values.tolist() for values in schedule.alpha_sigma(times))
     alphas[-1], sigmas[-1] = 1.0, 0.0

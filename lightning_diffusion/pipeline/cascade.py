@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.components.upsampler import Upsampler
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import check_sampler
+from lightning_diffusion.diffusion import check_sampler, check_steps
 from lightning_diffusion.guidance import Condition, build_guidance
 from lightning_diffusion.registry import load_component
 from lightning_diffusion.resampling import check_aug_level
@@ -42,8 +42,7 @@ class CascadeStage:
 
     def __post_init__(self) -> None:
         check_sampler(self.sampler)
-        if self.steps < 1:
-            raise ConfigError(f"the number of sampling steps must be at least 1, got {self.steps}.")
+        check_steps(self.steps)
         check_aug_level(self.aug_level)
 
 

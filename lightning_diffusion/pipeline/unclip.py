@@ -19,7 +19,7 @@ from lightning_diffusion.components.base import same_weights
 from lightning_diffusion.components.prior import Prior
 from lightning_diffusion.components.unclip_decoder import UnclipDecoder
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import check_sampler
+from lightning_diffusion.diffusion import check_sampler, check_steps
 from lightning_diffusion.guidance import ClassifierFree, Condition
 from lightning_diffusion.pipeline.cascade import Cascade
 from lightning_diffusion.registry import load_component
@@ -40,8 +40,7 @@ class PriorStage:
 
     def __post_init__(self) -> None:
         check_sampler(self.sampler)
-        if self.steps < 1:
-            raise ConfigError(f"the number of prior sampling steps must be at least 1, got {self.steps}.")
+        check_steps(self.steps)
         if self.candidates < 1:
             raise ConfigError(f"the number of prior candidates must be at least 1, got {self.candidates}.")
 
