@@ -20,7 +20,7 @@ from test_text_sweep import (
 from tiny import quiet_trainer, run_module
 
 import evaluate
-from lightning_diffusion.components import ContrastiveEncoder, Prior, UnclipDecoder
+from lightning_diffusion.components import ContrastiveEncoder, Prior, UnclipDecoder, Upsampler
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import sample_generators
 from lightning_diffusion.metrics.prior_quality import apply_linear_map, fit_linear_map, prediction_quality
@@ -240,6 +240,23 @@ def test_chain_samples_do_not_depend_on_the_batch_size(unclip_checkpoints):
     torch.testing.assert_close(together, split)
     # 3 captions x 3 steps x 2 rows (CFG) of the decoder; the prior's vector rows are not counted
     assert chain.rows == 2 * 18
+
+
+def test_an_upsampler_after_the_decoder_makes_the_chain_a_cascade(unclip_checkpoints, tmp_path):
+    torch.manual_seed(0)
+    net = UNet(in_channels=6, out_channels=3, channels=(8, 16), num_res_blocks=1, cond_dim=16, context_dim=16)
+    upsampler = Upsampler(
+        net, image_shape=(3, 32, 32), low_res_size=16, num_classes=None, text_encoder=text_encoder()
+    )
+    path = save(perturbed(upsampler), tmp_path / "upsampler.ckpt")
+    chain = Unclip.from_checkpoints([unclip_checkpoints["prior"], unclip_checkpoints["decoder"], path])
+    for stage in chain.cascade.stages:
+        stage.steps = 2
+    chain.prior.steps = 2
+    together = sample_unclip(chain, CAPTIONS[:2], batch_size=2)
+    apart = sample_unclip(chain, CAPTIONS[:2], batch_size=1)
+    assert chain.image_shape == (3, 32, 32) and together.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(together, apart)
 
 
 def test_image_variations_shape_and_determinism(unclip_checkpoints):
