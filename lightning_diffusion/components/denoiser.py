@@ -16,7 +16,7 @@ from lightning_diffusion.components.base import (
     check_probabilities,
 )
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import CosineSchedule, denoised_from_output, diffusion_loss
+from lightning_diffusion.diffusion import CosineSchedule, denoised_from_output, random_time_loss
 from lightning_diffusion.diffusion.parameterization import check_prediction
 from lightning_diffusion.registry import register
 
@@ -230,13 +230,13 @@ class Denoiser(Component):
     def _losses(
         self, batch: Mapping[str, Any], cond: Mapping[str, Any], generator=None
     ) -> tuple[Tensor, Tensor]:
-        images = batch["image"]
-        t = torch.rand(images.shape[0], device=images.device, generator=generator)
-        noise = torch.randn(images.shape, device=images.device, generator=generator)
-        losses = diffusion_loss(
-            lambda z, tt: self.denoise(z, tt, cond), images, t, noise, self.schedule, self.loss_weighting
+        return random_time_loss(
+            lambda z, t: self.denoise(z, t, cond),
+            batch["image"],
+            self.schedule,
+            self.loss_weighting,
+            generator,
         )
-        return losses, t
 
     def training_condition(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """The batch's condition with each sample's conditions dropped to ∅ with probability p_uncond."""

@@ -31,8 +31,8 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import (
     CosineSchedule,
     denoised_from_output,
-    diffusion_loss,
     randn,
+    random_time_loss,
     run_sampler,
     sample_generators,
 )
@@ -160,12 +160,9 @@ class Prior(FrozenEncoderUser, Component):
         return self.embedding_scale * self.clean_image_embedding(batch["image"]), list(captions)
 
     def _losses(self, y: Tensor, cond: Mapping[str, Any], generator=None) -> tuple[Tensor, Tensor]:
-        t = torch.rand(y.shape[0], device=y.device, generator=generator)
-        noise = torch.randn(y.shape, device=y.device, generator=generator)
-        losses = diffusion_loss(
-            lambda z, tt: self.denoise(z, tt, cond), y, t, noise, self.schedule, self.prediction
+        return random_time_loss(
+            lambda z, t: self.denoise(z, t, cond), y, self.schedule, self.prediction, generator
         )
-        return losses, t
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         """Diffusion loss with the text embedding and the tokens dropped to ∅ independently."""

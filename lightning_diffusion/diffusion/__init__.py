@@ -1,6 +1,6 @@
 """The diffusion math, free of Lightning: noise process, parameterisations, loss and samplers."""
 
-from lightning_diffusion.diffusion.loss import diffusion_loss, loss_weight, noised
+from lightning_diffusion.diffusion.loss import diffusion_loss, loss_weight, noised, random_time_loss
 from lightning_diffusion.diffusion.noise import randn, sample_generators, sample_seed
 from lightning_diffusion.diffusion.parameterization import (
     PREDICTIONS,
@@ -38,6 +38,7 @@ __all__ = [
     "network_evaluations",
     "noised",
     "randn",
+    "random_time_loss",
     "run_sampler",
     "sample_generators",
     "sample_seed",

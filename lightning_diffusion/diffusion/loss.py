@@ -49,3 +49,17 @@ def diffusion_loss(
     denoised = denoise(noised(y, noise, t, schedule), t)
     squared_error = (denoised.float() - y.float()).square().flatten(1).mean(dim=1)
     return loss_weight(schedule.logsnr(t), weighting) * squared_error
+
+
+def random_time_loss(
+    denoise: Callable[[Tensor, Tensor], Tensor],
+    y: Tensor,
+    schedule: CosineSchedule,
+    weighting: str,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``diffusion_loss`` at t ~ U(0, 1) and standard normal noise per sample (drawn from ``generator``
+    when given, e.g. a fixed draw for validation); returns the per-sample losses (B,) and t (B,)."""
+    t = torch.rand(y.shape[0], device=y.device, generator=generator)
+    noise = torch.randn(y.shape, device=y.device, generator=generator)
+    return diffusion_loss(denoise, y, t, noise, schedule, weighting), t
