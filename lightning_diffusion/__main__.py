@@ -163,6 +163,7 @@ def prior_quality(args: argparse.Namespace) -> None:
         steps=args.steps,
         seed=args.seed,
         batch_size=args.batch_size,
+        test_labels=data.labels(args.split, args.n) if data.num_classes else None,
     )
     result = {
         "split": args.split,

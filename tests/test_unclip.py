@@ -164,7 +164,11 @@ def test_prediction_quality_tells_exact_collapsed_and_wrong_predictions_apart():
     assert collapsed["cosine"] > 0.85 and collapsed["retrieval"] == 1.0
     assert collapsed["recall"] < 0.2 and collapsed["frechet"] > exact["frechet"] + 0.05
     wrong = prediction_quality(true[(torch.arange(100) + 1) % 100], true, captions)
-    assert wrong["retrieval"] == 0.0
+    assert wrong["retrieval"] == 0.0 and "class_retrieval" not in wrong
+    # one caption per image (synonyms), 4 classes: another image of the same class is a class hit only
+    unique = [f"caption {i}" for i in range(100)]
+    same_class = prediction_quality(true[(torch.arange(100) + 4) % 100], true, unique, labels=which)
+    assert same_class["retrieval"] == 0.0 and same_class["class_retrieval"] == 1.0
 
 
 def test_linear_map_recovers_an_affine_relation():
@@ -363,7 +367,7 @@ def test_prior_quality_and_variations_commands(unclip_checkpoints, tmp_path):
     rows = json.loads((tmp_path / "prior.json").read_text())["rows"]
     assert [row["predictor"] for row in rows] == ["C_T as C_I", "linear map C_T -> C_I", "prior", "prior"]
     assert all(
-        -1 <= row["cosine"] <= 1 and 0 <= row["retrieval"] <= 1 and row["frechet"] >= 0 for row in rows
+        -1 <= row["cosine"] <= 1 and 0 <= row["class_retrieval"] <= 1 and row["frechet"] >= 0 for row in rows
     )
     result = run_module(
         "variations",
