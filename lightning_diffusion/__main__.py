@@ -154,9 +154,10 @@ def prior_quality(args: argparse.Namespace) -> None:
 
     prior = load_component(args.checkpoint, kind="prior")
     data = _datamodule_of(args.checkpoint)
+    captions = data.captions(args.split, args.n)
     rows = measure(
         prior,
-        (data.real_images(args.split, args.n), data.captions(args.split, args.n)),
+        (data.real_images(args.split, args.n), captions),
         (data.real_images("train", args.n_train), data.captions("train", args.n_train)),
         scales=args.scales,
         candidates=args.candidates,
@@ -167,7 +168,7 @@ def prior_quality(args: argparse.Namespace) -> None:
     )
     result = {
         "split": args.split,
-        "n": len(data.captions(args.split, args.n)),
+        "n": len(captions),
         "steps": args.steps,
         "rows": rows,
     }
@@ -183,12 +184,13 @@ def variations(args: argparse.Namespace) -> None:
     written to the run folder and logged to W&B (offline without an API key)."""
     import torch
 
+    from lightning_diffusion.components import UnclipDecoder
     from lightning_diffusion.grid import row_grid, save_grid
     from lightning_diffusion.pipeline import image_variations
     from lightning_diffusion.registry import load_component
 
     decoder = load_component(args.checkpoint, kind="denoiser")
-    if not hasattr(decoder, "clean_image_embedding"):
+    if not isinstance(decoder, UnclipDecoder):
         raise ConfigError(
             f"{args.checkpoint} is a {type(decoder).__name__}, not an unCLIP decoder: image variations need "
             "an UnclipDecoder checkpoint."

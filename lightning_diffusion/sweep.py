@@ -25,6 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lightning_diffusion import distributed
+from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import check_sampler, sample_generators
 from lightning_diffusion.grid import save_grid, sorted_grid
@@ -98,8 +99,7 @@ class SweepSettings:
         if self.num_real is not None and self.num_real < 2:
             raise ConfigError(f"num_real must be at least 2, got {self.num_real}.")
         check_aug_level(self.aug_level)
-        if self.prior_candidates < 1:
-            raise ConfigError(f"prior_candidates must be at least 1, got {self.prior_candidates}.")
+        check_candidates(self.prior_candidates)
         for method in self.methods:
             if not self.scales_for(method):
                 raise ConfigError(

@@ -194,6 +194,17 @@ def test_decoder_zero_embedding_is_the_null_and_wrong_sizes_are_refused(unclip_c
         decoder.denoise(z, t, {"image_embedding": torch.randn(2, 5)})
 
 
+def test_a_decoder_without_captions_conditions_on_the_embedding_alone(unclip_checkpoints):
+    decoder = perturbed(tiny_decoder(unclip_checkpoints["contrastive"], text=False))
+    assert set(decoder.null_condition(2, torch.device("cpu"))) == {"image_embedding"}
+    z, t = torch.randn(2, 3, 16, 16), torch.full((2,), 0.5)
+    embedding = F.normalize(torch.randn(2, EMBED), dim=1)
+    assert decoder.denoise(z, t, {"image_embedding": embedding}).shape == (2, 3, 16, 16)
+    assert not torch.allclose(
+        decoder.denoise(z, t, {"image_embedding": embedding}), decoder.denoise(z, t, {})
+    )
+
+
 @pytest.mark.parametrize(("p_embedding", "p_text"), [(1.0, 0.0), (0.0, 1.0), (0.0, 0.0)])
 def test_decoder_drops_embedding_and_caption_independently(unclip_checkpoints, p_embedding, p_text):
     decoder = tiny_decoder(
@@ -339,6 +350,14 @@ def test_two_cpu_processes_give_the_same_unclip_rows_as_one(unclip_checkpoints, 
     assert list(samples[1]["captions"]) == list(samples[2]["captions"])
     for key in ("fid", "precision", "recall", "clip_score", "attribute_accuracy"):
         assert rows[2][key] == pytest.approx(rows[1][key], abs=1e-6, rel=1e-6), key
+
+
+def test_zero_prior_candidates_are_refused(unclip_checkpoints, tmp_path):
+    with pytest.raises(SystemExit, match="number of prior candidates must be at least 1, got 0"):
+        evaluate.main(text_args(unclip_checkpoints, tmp_path / "bad", "--prior_candidates", "0"))
+    prior = load_component(unclip_checkpoints["prior"], kind="prior")
+    with pytest.raises(ConfigError, match="number of prior candidates must be at least 1"):
+        PriorStage(prior, candidates=0)
 
 
 def test_unclip_sweep_without_its_chain_is_a_clear_error(unclip_checkpoints, tmp_path):

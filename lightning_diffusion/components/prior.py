@@ -43,6 +43,13 @@ from lightning_diffusion.registry import register
 VALIDATION_STEPS = 25  # DDIM steps of the embeddings sampled for val/cosine
 
 
+def check_candidates(candidates: int) -> int:
+    """Return ``candidates`` (prior samples per caption, the best kept) if it is at least 1, else raise."""
+    if candidates < 1:
+        raise ConfigError(f"the number of prior candidates must be at least 1, got {candidates}.")
+    return candidates
+
+
 @register("prior")
 class Prior(FrozenEncoderUser, Component):
     """P(C_I | caption) for the frozen contrastive encoder at ``encoder``, around an injected network
@@ -135,8 +142,7 @@ class Prior(FrozenEncoderUser, Component):
         guidance at ``guidance_scale``; with ``candidates`` k > 1 each caption gets k samples and keeps
         the one with the highest C_T · C_I (DALL-E 2, Sec. 2.2). Caption i's candidates draw all their
         noise from ``generators[i]``, so a sample does not depend on the batch it is drawn in."""
-        if candidates < 1:
-            raise ConfigError(f"the number of prior candidates must be at least 1, got {candidates}.")
+        check_candidates(candidates)
         if len(captions) != len(generators):
             raise ConfigError(f"got {len(captions)} captions for {len(generators)} generators.")
         text = self.encoder.text_embedding(captions)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_diffusion.components.base import same_weights
-from lightning_diffusion.components.prior import Prior
+from lightning_diffusion.components.prior import Prior, check_candidates
 from lightning_diffusion.components.unclip_decoder import UnclipDecoder
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import check_sampler, check_steps
@@ -41,8 +41,7 @@ class PriorStage:
     def __post_init__(self) -> None:
         check_sampler(self.sampler)
         check_steps(self.steps)
-        if self.candidates < 1:
-            raise ConfigError(f"the number of prior candidates must be at least 1, got {self.candidates}.")
+        check_candidates(self.candidates)
 
     def embeddings(self, captions: Sequence[str], generators: Sequence[torch.Generator]) -> Tensor:
         """Unit-norm image embeddings (B, embed_dim) sampled for ``captions``."""
