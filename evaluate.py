@@ -18,6 +18,7 @@ Writes sweep.json, sweep.csv, curves.png and grid_<method>_s<scale>.png into --o
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,12 +35,23 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0], default_meta=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
     parser.add_argument("--denoiser", type=str, required=True, help="denoiser checkpoint")
-    parser.add_argument("--evaluator", type=str | None, default=None, help="evaluator checkpoint (features)")
+    parser.add_argument(
+        "--features",
+        type=str,
+        default="evaluator",
+        help="feature network of FID, IS and precision/recall, by its name in metrics.FEATURES: evaluator or "
+        "inception (torch-fidelity's Inception-V3 as the reference FID; class accuracy then comes from "
+        "--evaluator if given, else is null)",
+    )
+    parser.add_argument(
+        "--evaluator", type=str | None, default=None, help="evaluator checkpoint (features, class accuracy)"
+    )
     parser.add_argument(
         "--inception_weights",
         type=str | None,
         default=None,
-        help="use Inception-V3 features from this local torch-fidelity weights file instead",
+        help="--features inception: a local copy of torch-fidelity's Inception-V3 weights (default: "
+        "download them once into torch's hub cache)",
     )
     parser.add_argument(
         "--classifier", type=str | None, default=None, help="noisy classifier (method classifier)"
@@ -159,7 +171,7 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
     """The sweep's components on ``device`` and the data module of its real images and captions (the
     denoiser's, with ``--source`` replacing its source)."""
     from lightning_diffusion.data import DiffusionDataModule
-    from lightning_diffusion.metrics import EvaluatorFeatures, InceptionFeatures
+    from lightning_diffusion.metrics import FeatureInputs, build_features
     from lightning_diffusion.registry import load_component, read_checkpoint
     from lightning_diffusion.sweep import SweepModels
 
@@ -171,22 +183,14 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
         )
     if args.source is not None:
         hparams = {**hparams, "source": args.source}
-    evaluator = None
-    if args.inception_weights is not None:
-        extractor, num_classes = InceptionFeatures(args.inception_weights), None
-    elif args.evaluator is not None:
-        evaluator = load_component(args.evaluator, kind="evaluator", map_location=device)
-        extractor = EvaluatorFeatures(evaluator, f"evaluator:{Path(args.evaluator).resolve()}")
-        num_classes = evaluator.num_classes
-    else:
-        raise ConfigError(
-            "the sweep needs features for its metrics: pass --evaluator PATH (train one with "
-            "python train.py fit --config configs/<data>/evaluator.yaml) or --inception_weights PATH."
-        )
 
     def optional(path: str | None, kind: str) -> Any:
         return None if path is None else load_component(path, kind=kind, map_location=device)
 
+    evaluator = optional(args.evaluator, "evaluator")
+    features = FeatureInputs(evaluator, args.evaluator, args.inception_weights)
+    extractor = build_features(args.features, features)
+    num_classes = getattr(evaluator, "num_classes", None)
     classifier = optional(args.classifier, "noisy_classifier")
     guide = optional(args.guide, "denoiser")
     contrastive = optional(args.contrastive, "contrastive_encoder")
@@ -215,6 +219,7 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
         attribute_evaluator,
         cascade,
         unclip,
+        features.evaluator_features,
     )
     return models, DiffusionDataModule.from_hparams(hparams)
 
@@ -236,7 +241,9 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
                 key: args[key]
                 for key in (
                     "denoiser",
+                    "features",
                     "evaluator",
+                    "inception_weights",
                     "contrastive",
                     "clip_scorer",
                     "source",
@@ -246,6 +253,14 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
             },
         },
     )
+
+
+def show_library_log() -> None:
+    """Print the library's INFO messages, e.g. whether the reference features came from the cache."""
+    logger = logging.getLogger("lightning_diffusion")
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler())
+    logger.setLevel(logging.INFO)
 
 
 def run(args: Any) -> list[dict[str, Any]]:
@@ -265,6 +280,7 @@ def run(args: Any) -> list[dict[str, Any]]:
     fabric.launch()
     if fabric.device.type == "cpu" and args.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
+    show_library_log()
     models, datamodule = load_models(args, fabric.device)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
