@@ -60,7 +60,7 @@ def demo_train_command(args: argparse.Namespace, scratch: Path) -> list[str]:
     return [
         "train.py", "fit", "--config", "configs/digits/denoiser.yaml",
         "--trainer.default_root_dir", str(scratch), "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false",
+        "--trainer.enable_progress_bar", "false",
         "--trainer.max_epochs", "-1", "--trainer.max_steps", str(args.train_steps),
     ]  # fmt: skip
 
@@ -100,6 +100,43 @@ def run_once(arguments: list[str], env: dict[str, str], log: Path) -> tuple[floa
     return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
+Results = dict[tuple[str, str], list[tuple[float, float, float]]]
+
+
+def measure(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> Results:
+    """(workload, variant) -> (wall, user, sys) seconds of each repeat, each run in a fresh folder."""
+    results: Results = {}
+    with tempfile.TemporaryDirectory(prefix="cpu_allocator_") as folder:
+        base = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+        base.setdefault("MPLCONFIGDIR", str(Path(folder) / "matplotlib"))
+        runs = [(r, w, v) for r in range(args.repeats) for w in args.workloads for v in variants]
+        for repeat, workload, variant in runs:
+            scratch = Path(folder) / f"{workload}-{variant}-{repeat}".replace(" ", "_")
+            scratch.mkdir()
+            arguments = WORKLOADS[workload](args, scratch)
+            wall, user, system = run_once(arguments, {**base, **variants[variant]}, scratch / "output.log")
+            results.setdefault((workload, variant), []).append((wall, user, system))
+            print(f"  {workload} / {variant}: wall {wall:.1f} s, user {user:.1f} s, sys {system:.1f} s")
+    return results
+
+
+def print_table(results: Results, workloads: list[str], variants: list[str]) -> None:
+    """Medians over repeats of wall, user and sys seconds, sys/user, and wall against the reference."""
+    width = max(map(len, variants))
+    print(f"{'workload':<12} {'variant':<{width}} {'wall s':>7} {'user s':>7} {'sys s':>7} {'sys/user':>8} "
+          f"{'x wall':>7}")  # fmt: skip
+    for workload in workloads:
+        reference = results[(workload, REFERENCE)]
+        for variant in variants:
+            runs = results[(workload, variant)]
+            wall, user, system = (statistics.median(column) for column in zip(*runs, strict=True))
+            ratio = statistics.median(run[0] / ref[0] for run, ref in zip(runs, reference, strict=True))
+            print(
+                f"{workload:<12} {variant:<{width}} {wall:>7.1f} {user:>7.1f} {system:>7.1f} "
+                f"{system / user:>8.3f} {ratio:>7.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
@@ -120,36 +157,12 @@ def main() -> None:
     args = parser.parse_args()
     variants = {REFERENCE: {"LIGHTNING_DIFFUSION_TUNE_MALLOC": "0"}, "tuned": {}}
     variants.update(parse_variant(text) for text in args.variant)
-    base = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="cpu_allocator_") as folder:
-        base.setdefault("MPLCONFIGDIR", str(Path(folder) / "matplotlib"))
-        for repeat in range(args.repeats):
-            for workload in args.workloads:
-                for variant, extra in variants.items():
-                    scratch = Path(folder) / f"{workload}-{variant}-{repeat}".replace(" ", "_")
-                    scratch.mkdir()
-                    arguments = WORKLOADS[workload](args, scratch)
-                    seconds = run_once(arguments, {**base, **extra}, scratch / "output.log")
-                    results.setdefault((workload, variant), []).append(seconds)
-                    print(f"  {workload} / {variant}: wall {seconds[0]:.1f} s", file=sys.stderr)
+    results = measure(args, variants)
     print(
         f"{os.cpu_count()} cores; samples {args.samples}, steps {args.steps}, train steps "
         f"{args.train_steps}; medians of {args.repeats} repeat(s); target sys/user <= {TARGET_SYS_PER_USER}"
     )
-    width = max(len(variant) for variant in variants)
-    print(f"{'workload':<12} {'variant':<{width}} {'wall s':>7} {'user s':>7} {'sys s':>7} {'sys/user':>8} "
-          f"{'x wall':>7}")  # fmt: skip
-    for workload in args.workloads:
-        reference = results[(workload, REFERENCE)]
-        for variant in variants:
-            runs = results[(workload, variant)]
-            wall, user, system = (statistics.median(column) for column in zip(*runs, strict=True))
-            ratio = statistics.median(run[0] / ref[0] for run, ref in zip(runs, reference, strict=True))
-            print(
-                f"{workload:<12} {variant:<{width}} {wall:>7.1f} {user:>7.1f} {system:>7.1f} "
-                f"{system / user:>8.3f} {ratio:>7.2f}"
-            )
+    print_table(results, args.workloads, list(variants))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,25 @@ def test_without_glibc_nothing_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert allocator.tune_malloc({}) == {}
 
 
+def test_where_glibc_refuses_a_high_mmap_threshold_mmap_is_switched_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+
+    def old_glibc_mallopt(parameter: int, value: int) -> int:
+        calls.append((parameter, value))
+        return int(not (parameter == -3 and value > 32 << 20))  # M_MMAP_THRESHOLD capped at 32 MiB
+
+    monkeypatch.setattr(allocator, "_mallopt", lambda: old_glibc_mallopt)
+    monkeypatch.setattr(allocator, "_applied", {})  # this process's real settings stay as they were
+    bytes_ = allocator.THRESHOLD_BYTES
+    assert allocator.tune_malloc({}) == {"M_TRIM_THRESHOLD": bytes_, "M_MMAP_MAX": 0}
+    assert calls == [(-1, bytes_), (-3, bytes_), (-4, 0)]
+    calls.clear()
+    assert allocator.tune_malloc({"MALLOC_MMAP_MAX_": "10"}) == {"M_TRIM_THRESHOLD": bytes_}
+    assert calls == [(-1, bytes_), (-3, bytes_)]
+
+
 def test_a_switch_that_is_not_one_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"LIGHTNING_DIFFUSION_TUNE_MALLOC='maybe'.*0.*1"):
         allocator.tune_malloc({"LIGHTNING_DIFFUSION_TUNE_MALLOC": "maybe"})
