@@ -6,7 +6,7 @@ Run from the repository root (the default workload takes a few minutes on 2 core
     .venv/bin/python benchmarks/cpu_allocator.py
     .venv/bin/python benchmarks/cpu_allocator.py --workloads sweep --samples 1000 --repeats 3
     .venv/bin/python benchmarks/cpu_allocator.py \
-        --variant 'env vars:LIGHTNING_DIFFUSION_TUNE_MALLOC=0,MALLOC_MMAP_THRESHOLD_=1000000000'
+        --variant 'mmap threshold only:LIGHTNING_DIFFUSION_TUNE_MALLOC=0,MALLOC_MMAP_THRESHOLD_=1073741824'
 
 Workloads: ``sample`` (``python -m lightning_diffusion sample``, CFG s = 3, on the Fashion-MNIST
 denoiser), ``sweep`` (``evaluate.py``, method cfg at s = 3, with the Fashion-MNIST evaluator),
@@ -140,9 +140,9 @@ def print_table(results: Results, workloads: list[str], variants: list[str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
-    parser.add_argument("--samples", type=int, default=200, help="images per sample/sweep run")
+    parser.add_argument("--samples", type=int, default=100, help="images per sample/sweep run")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the sample/sweep runs")
-    parser.add_argument("--train_steps", type=int, default=200, help="optimizer steps of demo-train")
+    parser.add_argument("--train_steps", type=int, default=100, help="optimizer steps of demo-train")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE,... (repeatable)")
     parser.add_argument(
