@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import lightning.pytorch as pl
-import torch
 
-from lightning_diffusion.compilation import (
-    check_compile_mode,
-    check_matmul_precision,
-    compile_networks,
-    use_channels_last,
-)
+from lightning_diffusion.compilation import apply_speedups, check_compile_mode, check_matmul_precision
 
 
 class GPUSpeedups(pl.Callback):
     """At setup (before the strategy moves and wraps the model): sets the float32 matmul precision
     (``"high"`` lets matmuls and convolutions use TF32), stores the convolutional networks' weights
     channels-last, and compiles the component's networks in place (``compile_mode`` is torch.compile's
-    ``mode``). Checkpoints keep their plain keys, so they load with or without this callback.
+    ``mode``; shapes are static). Checkpoints keep their plain keys, so they load with or without it.
 
     With ``compile: true`` on a machine where torch.compile cannot build code (no C++ compiler, no
     triton, ...) fit stops at its start with a ConfigError saying what to install or to set
@@ -36,8 +30,11 @@ class GPUSpeedups(pl.Callback):
         self.matmul_precision = check_matmul_precision(matmul_precision)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        torch.set_float32_matmul_precision(self.matmul_precision)
-        if self.channels_last:
-            use_channels_last(pl_module)
-        if self.compile:
-            compile_networks(pl_module, self.compile_mode, device=trainer.strategy.root_device)
+        apply_speedups(
+            pl_module,
+            self.compile,
+            self.compile_mode,
+            self.channels_last,
+            self.matmul_precision,
+            device=trainer.strategy.root_device,
+        )

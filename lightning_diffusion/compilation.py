@@ -126,6 +126,23 @@ def use_channels_last(component: nn.Module) -> list[str]:
     return converted
 
 
+def apply_speedups(
+    component: nn.Module,
+    compile: bool = True,
+    compile_mode: str = "default",
+    channels_last: bool = True,
+    matmul_precision: str = "high",
+    device: torch.device | str | None = None,
+) -> None:
+    """Everything the ``GPUSpeedups`` callback does, for any training loop: the float32 matmul precision
+    ("high" allows TF32), channels-last convolution weights, then in-place compilation for ``device``."""
+    torch.set_float32_matmul_precision(check_matmul_precision(matmul_precision))
+    if channels_last:
+        use_channels_last(component)
+    if compile:
+        compile_networks(component, compile_mode, device)
+
+
 def compiled_graphs() -> int:
     """Graphs torch.compile has built in this process so far (one per network and input shape): the
     difference over a run counts its compilations and recompilations."""
