@@ -41,25 +41,32 @@ class DeviceTraffic(TorchDispatchMode):
         kwargs = kwargs or {}
         name = str(func.overloadpacket)
         tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-        reads_device = name in self.READS and any(t.device == META for t in tensors)
+        copy = name in ("aten._to_copy", "aten.copy_")
+        reads_device = (name in self.READS and any(t.device == META for t in tensors)) or (
+            copy and _copies(name, args, kwargs, source="meta", destination="cpu")
+        )
         blocking_upload = (
-            name in ("aten._to_copy", "aten.copy_")
+            copy
             and not kwargs.get("non_blocking", False)
-            and _copies_host_to_meta(name, args, kwargs)
+            and _copies(name, args, kwargs, source="cpu", destination="meta")
         )
         if reads_device or blocking_upload:
-            where = "".join(traceback.format_stack(limit=12)[:-1])
+            frames = [frame for frame in traceback.extract_stack() if "lightning_diffusion" in frame.filename]
+            where = "".join(traceback.format_list(frames))
             kind = "reads a device value" if reads_device else "copies host data to the device, blocking"
             raise AssertionError(f"{name} {kind} in a per-step path:\n{where}")
         return func(*args, **kwargs)
 
 
-def _copies_host_to_meta(name: str, args: tuple, kwargs: dict) -> bool:
+def _copies(name: str, args: tuple, kwargs: dict, source: str, destination: str) -> bool:
+    """Whether a copy op moves a tensor from device type ``source`` to ``destination`` (host scalars,
+    0-d tensors on the CPU, travel as kernel arguments and do not count)."""
     if name == "aten._to_copy":
-        source = args[0]
-        return source.device.type == "cpu" and source.ndim > 0 and kwargs.get("device") == META
-    destination, source = args[0], args[1]
-    return destination.device == META and source.device.type == "cpu" and source.ndim > 0
+        tensor, target = args[0], getattr(kwargs.get("device"), "type", None)
+    else:
+        target, tensor = args[0].device.type, args[1]
+    host_scalar = tensor.device.type == "cpu" and tensor.ndim == 0
+    return tensor.device.type == source and target == destination and not host_scalar
 
 
 def _to_meta(cond: dict) -> dict:
@@ -96,8 +103,9 @@ def test_upsampler_sampling_steps_read_nothing_back_from_the_device():
     generators = sample_generators(0, range(BATCH))
     cond = {"label": torch.tensor([0, 1, 2, 3]), **model.low_res_condition(low_res, 0.2, generators)}
     guided = _guided_on_meta(model, ClassifierFree(2.0), cond)
+    noise = torch.randn(BATCH, 1, 8, 8).to(META)
     with DeviceTraffic():
-        images = run_sampler("ddim", guided, torch.randn(BATCH, 1, 8, 8).to(META), model.schedule, STEPS)
+        images = run_sampler("ddim", guided, noise, model.schedule, STEPS)
     assert images.shape == (BATCH, 1, 8, 8)
 
 
@@ -128,8 +136,9 @@ def test_guidance_interval_in_a_sampler_run_reads_nothing_back():
     model = tiny_denoiser()
     guidance = GuidanceInterval(ClassifierFree(2.0), 0.3, 3.0)
     guided = _guided_on_meta(model, guidance, {"label": torch.tensor([0, 1, 2, 3])})
+    noise = torch.randn(BATCH, 1, 8, 8).to(META)
     with DeviceTraffic():
-        run_sampler("ddim", guided, torch.randn(BATCH, 1, 8, 8).to(META), model.schedule, STEPS)
+        run_sampler("ddim", guided, noise, model.schedule, STEPS)
 
 
 @pytest.mark.parametrize("build", [tiny_denoiser, _tiny_upsampler], ids=["denoiser", "upsampler"])
