@@ -138,7 +138,7 @@ def train_row(plan: Plan, loop: str, compiled: bool) -> Row:
         )
     loop_name = "Lightning fit" if loop == "lightning" else "plain loop"
     name = f"train {loop_name} {'compiled' if compiled else 'eager'}"
-    return Row(name, plan.train_batch / seconds, peak[0], f"{compiled_graphs() - before} (+warm-up)")
+    return Row(name, plan.train_batch / seconds, peak[0], f"{compiled_graphs() - before} (all steps)")
 
 
 def sampler_run(plan: Plan, model: Denoiser, guidance: Guidance) -> Callable[[], torch.Tensor]:
