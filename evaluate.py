@@ -97,6 +97,8 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False)
     parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--compile", type=bool, default=False, help="torch.compile the denoiser's network")
+    parser.add_argument("--compile_mode", type=str, default="default", help="torch.compile mode")
     parser.add_argument("--cache_dir", type=str, default="runs/.reference_cache", help="real-feature cache")
     parser.add_argument("--wandb", type=bool, default=True, help="log to W&B (offline without an API key)")
     parser.add_argument("--project", type=str, default="lightning-diffusion", help="W&B project")
@@ -282,6 +284,10 @@ def run(args: Any) -> list[dict[str, Any]]:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
     show_library_log()
     models, datamodule = load_models(args, fabric.device)
+    if args.compile:
+        from lightning_diffusion.compilation import compile_networks
+
+        compile_networks(models.denoiser, args.compile_mode)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
     rows = run_sweep(

@@ -38,6 +38,10 @@ def sample_grid(args: argparse.Namespace) -> None:
     from lightning_diffusion.samples_io import save_npz, scale_tag
 
     model = load_component(args.checkpoint, kind="denoiser")
+    if args.compile:
+        from lightning_diffusion.compilation import compile_networks
+
+        compile_networks(model, args.compile_mode)
     if model.num_classes is None:
         raise ConfigError(
             "this denoiser is unconditional; a class-by-scale grid needs a class-conditional one."
@@ -242,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--sampler", default="ddim", help="ddim, ddpm or heun")
     grid.add_argument("--steps", type=int, default=50)
     grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--compile", action="store_true", help="torch.compile the network (static shapes)")
+    grid.add_argument("--compile_mode", default="default", help="torch.compile mode, e.g. max-autotune")
     grid.add_argument(
         "--check_labels",
         action="store_true",

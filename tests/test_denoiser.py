@@ -95,11 +95,10 @@ def test_missing_label_in_denoise_means_the_null_label():
 
 
 @pytest.mark.parametrize("bad_label", [-1, NULL + 1])
-def test_labels_out_of_range_in_denoise_are_a_config_error(bad_label):
+def test_labels_out_of_range_are_a_config_error_when_sampling_starts(bad_label):
     model = tiny_denoiser()
-    z, t = _probe()
     with pytest.raises(ConfigError, match=r"labels must lie in \[0, 9\] \(or 10 for ∅\)"):
-        model.denoise(z, t, {"label": torch.tensor([0, 1, 2, bad_label])})
+        GuidedDenoiser(model, ClassifierFree(2.0), {"label": torch.tensor([0, 1, 2, bad_label])})
 
 
 def test_null_condition_is_a_batch_of_null_labels():

@@ -34,8 +34,13 @@ def warmup_lambda(warmup_steps: int, total_steps: float = math.inf) -> Callable[
 def adamw_with_warmup(
     module: nn.Module, lr: float, weight_decay: float, warmup_steps: int, total_steps: float = math.inf
 ) -> dict[str, Any]:
-    """AdamW with a per-step ``warmup_lambda`` schedule, in the form ``configure_optimizers`` returns."""
-    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    """AdamW with a per-step ``warmup_lambda`` schedule, in the form ``configure_optimizers`` returns.
+
+    The update is fused into one kernel when every parameter is on a CUDA device; otherwise torch picks
+    its default (multi-tensor foreach ops on accelerators, a loop on the CPU)."""
+    parameters = list(module.parameters())
+    fused = bool(parameters) and all(parameter.is_cuda for parameter in parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(warmup_steps, total_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
