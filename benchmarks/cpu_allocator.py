@@ -15,14 +15,14 @@ steps instead of a fixed time). Variants: ``glibc defaults`` (the tuning switche
 ``LIGHTNING_DIFFUSION_TUNE_MALLOC=0``, the reference), ``tuned`` (the project's default) and any
 ``--variant 'NAME:VAR=VALUE,...'`` (extra environment variables). Within a repeat the variants of a
 workload run back to back; the table shows medians over repeats of wall, user and system seconds
-(``getrusage(RUSAGE_CHILDREN)`` deltas), sys/user, and wall time as a ratio to the reference.
+(``wait4``'s resource usage of the subprocess), sys/user, peak resident memory, and wall time as a
+ratio to the reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -89,22 +89,28 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, dict(pairs)
 
 
-def run_once(arguments: list[str], env: dict[str, str], log: Path) -> tuple[float, float, float]:
-    """Wall, user and system seconds of one ``python ARGUMENTS`` subprocess (its output goes to ``log``)."""
-    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+def run_once(arguments: list[str], env: dict[str, str], log: Path) -> tuple[float, float, float, float]:
+    """Wall, user and system seconds and peak resident GiB of one ``python ARGUMENTS`` subprocess and the
+    processes it waited for (``wait4``'s resource usage); its output goes to ``log``."""
+    start = time.perf_counter()
     with log.open("w") as output:
-        code = subprocess.call([sys.executable, *arguments], cwd=REPO, env=env, stdout=output, stderr=output)
-    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
-    if code != 0:
-        raise SystemExit(f"exit code {code}: python {' '.join(arguments)}\n{log.read_text()[-3000:]}")
-    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+        process = subprocess.Popen(
+            [sys.executable, *arguments], cwd=REPO, env=env, stdout=output, stderr=output
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+    wall, process.returncode = time.perf_counter() - start, os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(
+            f"exit code {process.returncode}: python {' '.join(arguments)}\n{log.read_text()[-3000:]}"
+        )
+    return wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 2**20  # Linux: ru_maxrss in KiB
 
 
-Results = dict[tuple[str, str], list[tuple[float, float, float]]]
+Results = dict[tuple[str, str], list[tuple[float, float, float, float]]]
 
 
 def measure(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> Results:
-    """(workload, variant) -> (wall, user, sys) seconds of each repeat, each run in a fresh folder."""
+    """(workload, variant) -> (wall, user, sys seconds, peak GiB) of each repeat, each in a fresh folder."""
     results: Results = {}
     with tempfile.TemporaryDirectory(prefix="cpu_allocator_") as folder:
         base = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
@@ -114,26 +120,27 @@ def measure(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> Re
             scratch = Path(folder) / f"{workload}-{variant}-{repeat}".replace(" ", "_")
             scratch.mkdir()
             arguments = WORKLOADS[workload](args, scratch)
-            wall, user, system = run_once(arguments, {**base, **variants[variant]}, scratch / "output.log")
-            results.setdefault((workload, variant), []).append((wall, user, system))
-            print(f"  {workload} / {variant}: wall {wall:.1f} s, user {user:.1f} s, sys {system:.1f} s")
+            run = run_once(arguments, {**base, **variants[variant]}, scratch / "output.log")
+            results.setdefault((workload, variant), []).append(run)
+            print(f"  {workload} / {variant}: wall {run[0]:.1f} s, user {run[1]:.1f} s, sys {run[2]:.1f} s")
     return results
 
 
 def print_table(results: Results, workloads: list[str], variants: list[str]) -> None:
-    """Medians over repeats of wall, user and sys seconds, sys/user, and wall against the reference."""
+    """Medians over repeats of wall, user and sys seconds, sys/user, peak memory, and wall against the
+    reference."""
     width = max(map(len, variants))
     print(f"{'workload':<12} {'variant':<{width}} {'wall s':>7} {'user s':>7} {'sys s':>7} {'sys/user':>8} "
-          f"{'x wall':>7}")  # fmt: skip
+          f"{'peak GiB':>8} {'x wall':>7}")  # fmt: skip
     for workload in workloads:
         reference = results[(workload, REFERENCE)]
         for variant in variants:
             runs = results[(workload, variant)]
-            wall, user, system = (statistics.median(column) for column in zip(*runs, strict=True))
+            wall, user, system, peak = (statistics.median(column) for column in zip(*runs, strict=True))
             ratio = statistics.median(run[0] / ref[0] for run, ref in zip(runs, reference, strict=True))
             print(
                 f"{workload:<12} {variant:<{width}} {wall:>7.1f} {user:>7.1f} {system:>7.1f} "
-                f"{system / user:>8.3f} {ratio:>7.2f}"
+                f"{system / user:>8.3f} {peak:>8.2f} {ratio:>7.2f}"
             )
 
 
