@@ -6,6 +6,7 @@
     python evaluate.py ... --methods '[cfg,classifier]' --classifier PATH --scales '[0,1,2,4]' \
         --num_samples 1000
     python evaluate.py ... --devices 2        # DDP through Lightning (CPU gloo here, GPUs elsewhere)
+    python evaluate.py ... --features inception [--inception_weights PATH]   # FID/IS/PR as in papers
     python evaluate.py ... --methods '[cfg,cascade]' --cascade '[BASE16.ckpt,UPSAMPLER.ckpt]' --aug_level 0.1
     python evaluate.py --config configs/shapes/sweep.yaml --denoiser TEXT_DENOISER --evaluator EVAL \
         --contrastive CLIP --clip_scorer OTHER_CLIP --out runs/shapes/sweep   # the GLIDE comparison
