@@ -20,7 +20,7 @@ from test_contrastive import quadrant_items, tiny_contrastive_encoder
 from test_unclip import perturbed
 from tiny import digits_datamodule, quiet_trainer, tiny_denoiser
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from callbacks import GuidanceSweep
 from lightning_diffusion.components import Prior
@@ -67,6 +67,16 @@ class SampleKeyedPrior(Prior):
         return losses, t
 
 
+def training_loader(items: list[dict[str, Any]], devices: int) -> DataLoader:
+    """Batches of GLOBAL_BATCH // devices. Under DDP, Lightning shuffles training data with a
+    DistributedSampler (seed 0) and deals rank r every W-th index of its permutation; one process gets
+    the same permutation from the same sampler with one replica, so step k sees the same global batch."""
+    if devices == 1:
+        sampler = DistributedSampler(items, num_replicas=1, rank=0, shuffle=True, seed=0)
+        return DataLoader(items, batch_size=GLOBAL_BATCH, sampler=sampler)
+    return DataLoader(items, batch_size=GLOBAL_BATCH // devices, shuffle=True)
+
+
 def save(out: Path, job: str, record: dict[str, Any]) -> None:
     """Write this rank's ``record`` to ``OUT/<job>_rank<R>.pt``."""
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -83,9 +93,18 @@ def contrastive(out: Path, trainer_options: dict[str, Any]) -> None:
     metrics = quiet_trainer(**trainer_options).validate(model, validation, verbose=False)[0]
     recorder = Recorder()
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[recorder], **trainer_options)
-    trainer.fit(model, DataLoader(quadrant_items(GLOBAL_BATCH, seed=0), batch_size=batch))
+    trainer.fit(model, training_loader(quadrant_items(GLOBAL_BATCH, seed=0), trainer_options["devices"]))
     logged = trainer.callback_metrics["train/loss"]
-    save(out, "contrastive", {"validation": metrics, "logged_loss": logged, **vars(recorder)})
+    save(
+        out,
+        "contrastive",
+        {
+            "validation": metrics,
+            "logged_loss": logged,
+            "losses": recorder.losses,
+            "gradients": recorder.gradients,
+        },
+    )
 
 
 def prior(out: Path, encoder: str, trainer_options: dict[str, Any]) -> None:
@@ -101,10 +120,19 @@ def prior(out: Path, encoder: str, trainer_options: dict[str, Any]) -> None:
         max_steps=PRIOR_STEPS, num_sanity_val_steps=0, callbacks=[recorder], **trainer_options
     )
     validation = DataLoader(quadrant_items(2 * GLOBAL_BATCH, seed=3), batch_size=batch)
-    trainer.fit(model, DataLoader(indexed, batch_size=batch), validation)
+    trainer.fit(model, training_loader(indexed, trainer_options["devices"]), validation)
     parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
     metrics = {name: value.clone() for name, value in trainer.callback_metrics.items()}
-    save(out, "prior", {"parameters": parameters, "validation": metrics, **vars(recorder)})
+    save(
+        out,
+        "prior",
+        {
+            "parameters": parameters,
+            "validation": metrics,
+            "losses": recorder.losses,
+            "gradients": recorder.gradients,
+        },
+    )
 
 
 def sweep(out: Path, evaluator: str, trainer_options: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 from torchmetrics import MeanMetric
 
 from lightning_diffusion.components.base import (
@@ -22,6 +23,7 @@ from lightning_diffusion.components.base import (
 )
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, noised
+from lightning_diffusion.distributed import world_size
 from lightning_diffusion.nets.text import TextEncoding
 from lightning_diffusion.registry import register
 
@@ -85,6 +87,15 @@ def retrieval_outcomes(logits: Tensor, captions: Sequence[str]) -> tuple[Tensor,
     caption reads the same as the query."""
     positives = same_caption(captions, logits.device)
     return retrieval_hits(logits, positives), retrieval_hits(logits.T, positives)
+
+
+def gather_with_gradients(tensor: Tensor) -> Tensor:
+    """Every DDP rank's ``tensor`` concatenated along dim 0 in rank order (``tensor`` itself on one
+    process), through torch's differentiable all-gather: its backward sums every rank's gradient for a
+    rank's rows and hands the sum to that rank. Works under a Trainer, Fabric or a plain loop."""
+    if world_size() == 1:
+        return tensor
+    return torch.cat(differentiable_all_gather(tensor.contiguous()), dim=0)
 
 
 @register("contrastive_encoder")
@@ -187,14 +198,9 @@ class ContrastiveEncoder(Component):
         process the three are ``logits``, ``logits.T`` and ``same_caption`` of the batch.
         """
         ids = caption_ids(captions, image.device)
-        all_images, all_texts, all_ids = (self._gather(tensor) for tensor in (image, text, ids))
+        all_images, all_texts, all_ids = (gather_with_gradients(tensor) for tensor in (image, text, ids))
         scale = self.logit_scale
         return scale * image @ all_texts.T, scale * text @ all_images.T, ids[:, None] == all_ids[None, :]
-
-    def _gather(self, tensor: Tensor) -> Tensor:
-        """Every rank's ``tensor`` stacked along the batch in rank order (the same tensor on one process);
-        the backward pass sums each rank's gradient for a rank's rows and hands it to that rank."""
-        return self.all_gather(tensor, sync_grads=True).reshape(-1, *tensor.shape[1:])
 
     @staticmethod
     def _captions(batch: Mapping[str, Any]) -> list[str]:
