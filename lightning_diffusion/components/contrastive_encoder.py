@@ -92,7 +92,8 @@ def retrieval_outcomes(logits: Tensor, captions: Sequence[str]) -> tuple[Tensor,
 def gather_with_gradients(tensor: Tensor) -> Tensor:
     """Every DDP rank's ``tensor`` concatenated along dim 0 in rank order (``tensor`` itself on one
     process), through torch's differentiable all-gather: its backward sums every rank's gradient for a
-    rank's rows and hands the sum to that rank. Works under a Trainer, Fabric or a plain loop."""
+    rank's rows and hands the sum to that rank. Works under a Trainer, Fabric or a plain loop; every rank
+    must hold the same number of rows, as Lightning's DistributedSampler (which pads) gives."""
     if world_size() == 1:
         return tensor
     return torch.cat(differentiable_all_gather(tensor.contiguous()), dim=0)
@@ -106,9 +107,9 @@ class ContrastiveEncoder(Component):
     The image network (e.g. ``EncoderUNet`` with ``out_dim = embed_dim``) sees images noised at
     t ~ U(0, t_max); a ``p_clean`` fraction of them stays at t = 0, because CLIP score and the prior
     embed clean images. The text network (``TextTransformer``) is projected to ``embed_dim`` without a
-    bias. ``similarity`` is what CLIP guidance differentiates. Validation reports within-batch
-    retrieval accuracy (``val/i2t``, ``val/t2i``) overall and per quartile of t with a fixed noise draw
-    per batch, the same on the clean batch (``val/i2t_clean``, ``val/t2i_clean``), and ``val/loss``.
+    bias. ``similarity`` is what CLIP guidance differentiates. Validation reports retrieval accuracy
+    over the global batch (``val/i2t``, ``val/t2i``) overall and per quartile of t with a fixed noise
+    draw per batch, the same on the clean batch (``val/i2t_clean``, ``val/t2i_clean``), and ``val/loss``.
     """
 
     def __init__(
