@@ -121,6 +121,14 @@ class Component(Configurable, pl.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {"kind": self.component_kind, "spec": self.spec}
         checkpoint.setdefault("hyper_parameters", {})["_class_path"] = self.spec["class_path"]
 
+    def on_train_start(self) -> None:
+        """Give each DDP rank its own random stream for training draws (times, noise, condition dropout):
+        ``seed_everything`` seeds every rank alike, so rank r's j-th sample would otherwise draw the same
+        noise as every other rank's j-th sample, and a global batch of W x B would hold only B draws."""
+        rank = self.trainer.global_rank
+        if self.trainer.world_size > 1:
+            torch.manual_seed((torch.initial_seed() + rank) % 2**63)
+
     def log_quartile_means(self, means: QuartileMeans) -> None:
         """Log a ``QuartileMeans``' epoch values, the overall one on the progress bar, and reset it."""
         values = means.compute_and_reset()
