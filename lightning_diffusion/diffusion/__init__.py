@@ -22,13 +22,7 @@ from lightning_diffusion.diffusion.samplers import (
     unipc,
 )
 from lightning_diffusion.diffusion.schedule import CosineSchedule
-from lightning_diffusion.diffusion.spec import (
-    SamplerSpec,
-    check_sampler,
-    check_steps,
-    network_evaluations,
-    run_sampler,
-)
+from lightning_diffusion.diffusion.spec import SamplerSpec
 
 __all__ = [
     "GRIDS",
@@ -37,8 +31,6 @@ __all__ = [
     "CosineSchedule",
     "Denoised",
     "SamplerSpec",
-    "check_sampler",
-    "check_steps",
     "ddim",
     "ddpm",
     "denoised_from_output",
@@ -50,12 +42,10 @@ __all__ = [
     "eps_from_denoised",
     "heun",
     "loss_weight",
-    "network_evaluations",
     "noise_grid",
     "noised",
     "randn",
     "random_time_loss",
-    "run_sampler",
     "sample_generators",
     "sample_seed",
     "score_from_denoised",

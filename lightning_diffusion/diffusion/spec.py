@@ -164,35 +164,3 @@ class SamplerSpec:
         return self.solver.function(
             denoise, noise, schedule, self.times(schedule), generators, progress, **self.options
         )
-
-
-def check_sampler(sampler: str) -> str:
-    """Transitional (until every caller takes a SamplerSpec): refuse an unknown solver name."""
-    return SamplerSpec(name=sampler, steps=SOLVERS[sampler].order if sampler in SOLVERS else 1).name
-
-
-def check_steps(steps: int) -> int:
-    """Transitional: refuse fewer than one step."""
-    return SamplerSpec(steps=steps).steps
-
-
-def network_evaluations(sampler: str, steps: int) -> int:
-    """Transitional: ``SamplerSpec(sampler, steps).nfe``."""
-    return SamplerSpec(name=sampler, steps=steps).nfe
-
-
-def run_sampler(
-    sampler: str,
-    denoise: Denoise,
-    noise: Tensor,
-    schedule: CosineSchedule,
-    steps: int,
-    generators: Sequence[torch.Generator] | None = None,
-    eta: float = 0.0,
-    progress: bool = False,
-) -> Tensor:
-    """Transitional: the seed's ``(sampler, steps, eta)`` call on the ``uniform_t`` grid."""
-    spec = SamplerSpec(
-        name=sampler, steps=steps, eta=eta if "eta" in SOLVERS.get(sampler, SOLVERS["ddim"]).options else None
-    )
-    return spec.sample(denoise, noise, schedule, generators, progress)
