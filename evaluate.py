@@ -19,6 +19,7 @@ Writes sweep.json, sweep.csv, curves.png and grid_<method>_s<scale>.png into --o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -108,7 +109,8 @@ def build_parser() -> ArgumentParser:
 
 def sweep_settings(args: Any) -> SweepSettings:
     """The validated sweep settings among the parsed options."""
-    settings = SweepSettings(**{name: args[name] for name in SweepSettings.__dataclass_fields__})
+    values = args.as_dict()  # nested options (the sampler spec) as plain mappings
+    settings = SweepSettings(**{name: values[name] for name in SweepSettings.__dataclass_fields__})
     settings.validate()
     return settings
 
@@ -239,7 +241,7 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
         mode=wandb_mode(),
         job_type="sweep",
         config={
-            **vars(settings),
+            **dataclasses.asdict(settings),
             **{
                 key: args[key]
                 for key in (

@@ -43,7 +43,7 @@ from training import (
 
 from lightning_diffusion.compilation import apply_speedups, compiled_graphs
 from lightning_diffusion.components import Denoiser
-from lightning_diffusion.diffusion import randn, run_sampler, sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, randn, sample_generators
 from lightning_diffusion.guidance import ClassifierFree, Guidance, GuidanceInterval, GuidedDenoiser
 
 RECIPE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar10" / "denoiser.yaml"
@@ -148,7 +148,8 @@ def sampler_run(plan: Plan, model: Denoiser, guidance: Guidance) -> Callable[[],
     labels = torch.arange(plan.sample_batch, device=device) % NUM_CLASSES
     noise = randn(generators, model.sample_shape).to(device)
     guided = GuidedDenoiser(model, guidance, {"label": labels})  # its label check runs here, once
-    return lambda: run_sampler("ddim", guided, noise, model.schedule, plan.sample_steps)
+    spec = SamplerSpec("ddim", plan.sample_steps)
+    return lambda: spec.sample(guided, noise, model.schedule)
 
 
 @torch.no_grad()

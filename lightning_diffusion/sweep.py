@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from lightning_diffusion import distributed
 from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import check_sampler, sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.grid import save_grid, sorted_grid
 from lightning_diffusion.guidance.factory import METHODS, build_guidance, uses_interval
 from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
@@ -57,15 +57,14 @@ ROW_KEYS = ("method", "scale", *METRIC_KEYS, "nfe", "seconds")
 
 @dataclass
 class SweepSettings:
-    """What a sweep runs: methods x scales, N samples each, sampler and seeds."""
+    """What a sweep runs: methods x scales, N samples each, sampler (a spec; in YAML
+    ``sampler: {name: ddim, steps: 50}``, on the command line ``--sampler.steps 25``) and seeds."""
 
     methods: list[str] = field(default_factory=lambda: ["cfg"])
     scales: list[float] | dict[str, list[float]] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
     num_samples: int = 500
     batch_size: int = 100
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
     seed: int = 0
     num_real: int | None = None
     real_split: str = "train"  # the reference set papers use; the small CPU configs hold out "test"
@@ -78,6 +77,9 @@ class SweepSettings:
     upsampler_scale: float = 1.0  # methods cascade, unclip: CFG scale of the upsampler stages
     prior_scale: float = 1.0  # method unclip: CFG scale of the prior
     prior_candidates: int = 1  # method unclip: prior samples per caption, the best by C_T · C_I kept
+
+    def __post_init__(self) -> None:
+        self.sampler = SamplerSpec.of(self.sampler)
 
     def scales_for(self, method: str) -> list[float]:
         """The scales of one method: ``scales`` is one list for all methods or a dict per method."""
@@ -108,7 +110,6 @@ class SweepSettings:
                     f"the list of guidance scales for {method!r} is empty; give at least one, "
                     "e.g. --scales '[0,1,3]'."
                 )
-        check_sampler(self.sampler)
 
 
 @dataclass
@@ -441,8 +442,6 @@ def _row_sampler(
             guidance_scale=settings.prior_scale,
             candidates=settings.prior_candidates,
             sampler=settings.sampler,
-            steps=settings.steps,
-            eta=settings.eta,
         )
         chain = Unclip(prior, _configured_cascade(models.unclip.cascade, settings, scale))
         return chain.generate, lambda: chain.rows
@@ -460,7 +459,7 @@ def _row_sampler(
     )
 
     def sample_batch(generators: Sequence[torch.Generator], cond: dict[str, Any]) -> Tensor:
-        return generate(counted, guidance, generators, cond, settings.sampler, settings.steps, settings.eta)
+        return generate(counted, guidance, generators, cond, settings.sampler)
 
     return sample_batch, lambda: counted.rows + (guide.rows if guide is not None else 0)
 
@@ -473,8 +472,6 @@ def _configured_cascade(cascade: Cascade, settings: SweepSettings, scale: float)
             replace(
                 stage,
                 sampler=settings.sampler,
-                steps=settings.steps,
-                eta=settings.eta,
                 guidance_scale=scale if index == 0 else settings.upsampler_scale,
                 aug_level=0.0 if index == 0 else settings.aug_level,
             )

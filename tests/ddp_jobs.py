@@ -29,7 +29,7 @@ from lightning_diffusion.nets import PriorMLP
 
 GLOBAL_BATCH = 16
 PRIOR_STEPS = 3
-SWEEP_SETTINGS = {"scales": [0, 2], "num_samples": 11, "batch_size": 4, "steps": 2}
+SWEEP_SETTINGS = {"scales": [0, 2], "num_samples": 11, "batch_size": 4, "sampler": {"steps": 2}}
 
 
 class Recorder(pl.Callback):

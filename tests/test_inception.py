@@ -55,8 +55,8 @@ def inception_sweep(
     return [
         "--features", "inception", *(["--inception_weights", files["weights"]] if weights else []),
         "--denoiser", files["denoiser"],
-        "--out", str(out), "--cache_dir", str(out.parent / "cache"), "--scales", scales, "--steps", "2",
-        "--num_samples", "8", "--num_real", "8", "--batch_size", "8", "--wandb", "false", *extra,
+        "--out", str(out), "--cache_dir", str(out.parent / "cache"), "--scales", scales,
+        "--sampler.steps", "2", "--num_samples", "8", "--num_real", "8", "--batch_size", "8", "--wandb", "false", *extra,
     ]  # fmt: skip
 
 
@@ -127,7 +127,8 @@ def test_guidance_sweep_callback_takes_inception_features(files, tmp_path):
 
     callback = GuidanceSweep(
         features="inception", inception_weights=files["weights"], every_n_epochs=1,
-        cache_dir=str(tmp_path / "cache"), settings={"scales": [1], "num_samples": 4, "steps": 2},
+        cache_dir=str(tmp_path / "cache"),
+        settings={"scales": [1], "num_samples": 4, "sampler": {"steps": 2}},
     )  # fmt: skip
     trainer = quiet_trainer(
         max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback],

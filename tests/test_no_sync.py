@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_diffusion.components import Upsampler
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import run_sampler, sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.guidance import ClassifierFree, GuidanceInterval, GuidedDenoiser
 from lightning_diffusion.nets import UNet
 
@@ -93,7 +93,7 @@ def test_cfg_sampling_steps_read_nothing_back_from_the_device(scale):
     guided = _guided_on_meta(model, ClassifierFree(scale), {"label": torch.tensor([0, 1, 2, 3])})
     noise = torch.randn(BATCH, 1, 8, 8).to(META)
     with DeviceTraffic():
-        images = run_sampler("ddim", guided, noise, model.schedule, STEPS)
+        images = SamplerSpec("ddim", STEPS).sample(guided, noise, model.schedule)
     assert images.shape == (BATCH, 1, 8, 8)
 
 
@@ -105,7 +105,7 @@ def test_upsampler_sampling_steps_read_nothing_back_from_the_device():
     guided = _guided_on_meta(model, ClassifierFree(2.0), cond)
     noise = torch.randn(BATCH, 1, 8, 8).to(META)
     with DeviceTraffic():
-        images = run_sampler("ddim", guided, noise, model.schedule, STEPS)
+        images = SamplerSpec("ddim", STEPS).sample(guided, noise, model.schedule)
     assert images.shape == (BATCH, 1, 8, 8)
 
 
@@ -126,19 +126,13 @@ def test_guidance_interval_decides_on_a_host_time_without_reading_the_device():
     assert rows == expected == [BATCH, 2 * BATCH, BATCH]
 
 
-@pytest.mark.xfail(
-    reason="diffusion/samplers.py passes t on the device (torch.full on z.device); the interval then reads "
-    "it back once per step. Passing the host grid's t (the interval copies it asynchronously) fixes it.",
-    raises=AssertionError,
-    strict=False,
-)
 def test_guidance_interval_in_a_sampler_run_reads_nothing_back():
     model = tiny_denoiser()
     guidance = GuidanceInterval(ClassifierFree(2.0), 0.3, 3.0)
     guided = _guided_on_meta(model, guidance, {"label": torch.tensor([0, 1, 2, 3])})
     noise = torch.randn(BATCH, 1, 8, 8).to(META)
     with DeviceTraffic():
-        run_sampler("ddim", guided, noise, model.schedule, STEPS)
+        SamplerSpec("ddim", STEPS).sample(guided, noise, model.schedule)
 
 
 @pytest.mark.parametrize("build", [tiny_denoiser, _tiny_upsampler], ids=["denoiser", "upsampler"])

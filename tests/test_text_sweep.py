@@ -63,7 +63,7 @@ def text_args(checkpoints: dict[str, str], out: Path, *extra: str) -> list[str]:
         "--denoiser", checkpoints["denoiser"], "--evaluator", checkpoints["evaluator"],
         "--contrastive", checkpoints["contrastive"], "--clip_scorer", checkpoints["scorer"],
         "--out", str(out), "--cache_dir", str(out.parent / "cache"), "--methods", "[cfg,clip]",
-        "--scales", "[0,2]", "--steps", "2", "--num_samples", "6", "--batch_size", "4",
+        "--scales", "[0,2]", "--sampler.steps", "2", "--num_samples", "6", "--batch_size", "4",
         "--wandb", "false", *extra,
     ]  # fmt: skip
 
