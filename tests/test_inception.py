@@ -56,7 +56,8 @@ def inception_sweep(
         "--features", "inception", *(["--inception_weights", files["weights"]] if weights else []),
         "--denoiser", files["denoiser"],
         "--out", str(out), "--cache_dir", str(out.parent / "cache"), "--scales", scales,
-        "--sampler.steps", "2", "--num_samples", "8", "--num_real", "8", "--batch_size", "8", "--wandb", "false", *extra,
+        "--sampler.steps", "2", "--num_samples", "8", "--num_real", "8", "--batch_size", "8",
+        "--wandb", "false", *extra,
     ]  # fmt: skip
 
 
