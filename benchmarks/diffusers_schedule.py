@@ -5,6 +5,7 @@ dividing 1000, diffusers then visits our ``uniform_t`` grid t = 1, 1 - 1/N, ...,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,3 +36,16 @@ def scheduler_on(scheduler_class: type, schedule: CosineSchedule, **config: Any)
     scheduler = scheduler_class(num_train_timesteps=TRAIN_TIMESTEPS, trained_betas=betas.tolist(), **config)
     scheduler.alphas_cumprod = alpha_bar.float()
     return scheduler
+
+
+def run_scheduler(
+    scheduler: Any, denoise: Callable[[Tensor, Tensor], Tensor], noise: Tensor, steps: int
+) -> Tensor:
+    """diffusers' sampling loop over ``steps`` timesteps with ``denoise(z, t)`` (our D, for a scheduler
+    configured with ``prediction_type="sample"``) as the model output."""
+    scheduler.set_timesteps(steps)
+    z = noise * scheduler.init_noise_sigma
+    for k in scheduler.timesteps:
+        t = torch.full((z.shape[0],), network_time(k), dtype=z.dtype)
+        z = scheduler.step(denoise(scheduler.scale_model_input(z, k), t), k, z).prev_sample
+    return z

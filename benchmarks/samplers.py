@@ -5,8 +5,8 @@ Run from the repository root (``--root`` holds ``<data>/denoiser/checkpoints/las
 ``fashion_mnist/evaluator/checkpoints/last.ckpt``, as train.py writes them under runs/)::
 
     .venv/bin/python benchmarks/samplers.py                        # quick: digits (a), (b), (d); minutes
-    .venv/bin/python benchmarks/samplers.py --data both --fid-samples 500    # + Fashion-MNIST and (c)
-    .venv/bin/python benchmarks/samplers.py --data digits --samples 128 --nfe 5 10 20 50 100 --skip-diffusers
+    .venv/bin/python benchmarks/samplers.py --data digits --samples 16 --sigma-max max 80 20 --sigma-min 0.05
+    .venv/bin/python benchmarks/samplers.py --data fashion_mnist --sigma-min 0.05 --fid-samples 500
     .venv/bin/python benchmarks/samplers.py --help
 
 Everything runs in fp32 on the CPU under ``torch.no_grad()``; sample i has noise from generator i
@@ -14,7 +14,8 @@ Everything runs in fp32 on the CPU under ``torch.no_grad()``; sample i has noise
 
 (a) ODE error: the RMS distance (pixel units, images in [-1, 1]) of each deterministic sampler's images
     to a reference solution of the probability-flow ODE from the same noise and the same highest
-    level sigma_max (sigma / alpha at the first step): ``dpmpp_2m`` with ``--reference-steps`` steps
+    level sigma_max (sigma / alpha at the first step; ``--sigma-max``, and ``--sigma-min``, the last
+    level before the jump to 0 on the logsnr and edm grids): ``dpmpp_2m`` with ``--reference-steps`` steps
     on the ``logsnr`` grid. The reference is checked against ``heun`` with half as many steps (same
     NFE) on the first ``--check-samples`` samples. Steps are chosen so that NFE <= the column's value
     (heun: NFE = 2 steps - 1, e.g. 9 for the 10 column; the cell then shows its NFE). Unguided means
@@ -50,7 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from diffusers_schedule import network_time, scheduler_on
+from diffusers_schedule import run_scheduler, scheduler_on
 from torch import Tensor
 
 from lightning_diffusion.components import Denoiser
@@ -134,13 +135,7 @@ class Problem:
     @torch.no_grad()
     def diffusers(self, scheduler: Any, steps: int) -> Tensor:
         """diffusers' loop with our guided D as its "sample" prediction."""
-        denoise = self.denoise()
-        scheduler.set_timesteps(steps)
-        z = self.noise * scheduler.init_noise_sigma
-        for k in scheduler.timesteps:
-            t = torch.full((z.shape[0],), network_time(k))
-            z = scheduler.step(denoise(scheduler.scale_model_input(z, k), t), k, z).prev_sample
-        return z
+        return run_scheduler(scheduler, self.denoise(), self.noise, steps)
 
 
 def diffusers_schedulers(model: Denoiser) -> dict[str, Any]:
@@ -243,9 +238,7 @@ def target_check(results: dict[tuple[str, float], list[Row]]) -> None:
     print(
         "### Target: our best vs the better of diffusers' two (RMS to the reference; ratio ours / theirs)\n"
     )
-    print(
-        "| data | s | NFE | better diffusers | our best | ratio | ours from the top | ratio | met |"
-    )
+    print("| data | s | NFE | better diffusers | our best | ratio | ours from the top | ratio | met |")
     print("|---|---:|---:|---|---|---:|---|---:|---|")
     for (data, scale), rows in results.items():
         ours = [row for row in rows if row.grid != "own"]
