@@ -414,6 +414,9 @@ def quiet() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_diffusion", "diffusers"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # Inception Score over one split (SampleMetrics) has no spread; it is not reported here.
+    warnings.filterwarnings("ignore", message=".*degrees of freedom is <= 0.*")
+    warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
 
 
 def main(argv: list[str] | None = None) -> None:
