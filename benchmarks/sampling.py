@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lightning.pytorch as pl
 import torch
+from diffusers_schedule import TRAIN_TIMESTEPS, network_time, scheduler_on
 from torch import Tensor
 
 from lightning_diffusion.components import Denoiser
@@ -80,7 +81,6 @@ IMAGE_SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
 COND_DIM = 128
 PERTURBATION = 0.02
-TRAIN_TIMESTEPS = 1000
 TARGET_EFFICIENCY = 1.05
 TARGET_VS_DIFFUSERS = 1.0
 DIFFUSERS_PREDICTION = {"v": "v_prediction", "eps": "epsilon", "x0": "sample"}
@@ -156,21 +156,15 @@ def time_forward(model: Denoiser, rows: int, calls: int, seed: int) -> float:
 
 
 def diffusers_scheduler(model: Denoiser, spacing: str) -> Any:
-    """A DDIMScheduler whose alphas_cumprod is the model's schedule at t_k = (k + 1) / 1000."""
-    times = torch.arange(1, TRAIN_TIMESTEPS + 1, dtype=torch.float64) / TRAIN_TIMESTEPS
-    alpha_bar = torch.sigmoid(model.schedule.logsnr(times))
-    betas = 1.0 - alpha_bar / torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
-    scheduler = DDIMScheduler(
-        num_train_timesteps=TRAIN_TIMESTEPS,
-        trained_betas=betas.tolist(),
+    """A DDIMScheduler on the model's schedule (``diffusers_schedule.scheduler_on``)."""
+    return scheduler_on(
+        DDIMScheduler,
+        model.schedule,
         clip_sample=False,
         set_alpha_to_one=True,
         prediction_type=DIFFUSERS_PREDICTION[model.prediction],
         timestep_spacing=spacing,
     )
-    # The exact values rather than their float32 cumulative product.
-    scheduler.alphas_cumprod = alpha_bar.float()
-    return scheduler
 
 
 def ours_loop(model: Denoiser, noise: Tensor, labels: Tensor, scale: float, steps: int) -> Tensor:
@@ -189,7 +183,7 @@ def diffusers_loop(
     latents = noise * scheduler.init_noise_sigma
     for k in scheduler.timesteps:
         latent_input = scheduler.scale_model_input(torch.cat([latents] * 2), k)
-        t = torch.full((latent_input.shape[0],), (int(k) + 1) / TRAIN_TIMESTEPS)
+        t = torch.full((latent_input.shape[0],), network_time(k))
         output_cond, output_null = model.net(latent_input, t, cond).chunk(2)
         output = output_null + scale * (output_cond - output_null)
         latents = scheduler.step(output, k, latents).prev_sample
