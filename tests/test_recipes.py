@@ -236,3 +236,17 @@ def test_class_conditional_recipe_on_a_one_class_folder_says_the_class_counts_di
     args = ["--data.init_args.source.init_args.root", str(one_class), *NARROW_IMAGENET_NET]
     with pytest.raises(ConfigError, match=r"the data has 1 classes but the model is configured for 1000"):
         fit_two_steps(IMAGENET_DENOISER, tmp_path / "run", *args)
+
+
+def test_gpu_overlay_keeps_the_recipe_ema_and_feeds_the_gpu(cifar_dir, tmp_path):
+    callbacks = pytest.importorskip("callbacks")
+    if not hasattr(callbacks, "GPUSpeedups"):
+        pytest.skip("callbacks.GPUSpeedups (the GPU speed callback) is not in this branch yet")
+    overlay = REPO / "configs" / "trainer" / "gpu.yaml"
+    on_cpu = ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]  # parsed as on a GPU node, built here
+    args = ["--config", str(CIFAR_DENOISER), "--config", str(overlay), *quiet(tmp_path), *on_cpu]
+    cli = train.main(args=[*args, *stand_in_data(CIFAR_DENOISER, cifar_dir, cifar_dir)], run=False)
+    names = [type(callback).__name__ for callback in cli.trainer.callbacks]
+    assert "EMAWeightAveraging" in names and "GPUSpeedups" in names
+    assert cli.datamodule.num_workers == 8 and cli.datamodule.pin_memory
+    assert cli.datamodule.batch_size == 16  # the recipe's per-device batch survives the overlay
