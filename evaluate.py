@@ -6,6 +6,7 @@
     python evaluate.py ... --methods '[cfg,classifier]' --classifier PATH --scales '[0,1,2,4]' \
         --num_samples 1000
     python evaluate.py ... --devices 2        # DDP through Lightning (CPU gloo here, GPUs elsewhere)
+    python evaluate.py ... --features inception [--inception_weights PATH]   # FID/IS/PR as in papers
     python evaluate.py ... --methods '[cfg,cascade]' --cascade '[BASE16.ckpt,UPSAMPLER.ckpt]' --aug_level 0.1
     python evaluate.py --config configs/shapes/sweep.yaml --denoiser TEXT_DENOISER --evaluator EVAL \
         --contrastive CLIP --clip_scorer OTHER_CLIP --out runs/shapes/sweep   # the GLIDE comparison
@@ -18,6 +19,8 @@ Writes sweep.json, sweep.csv, curves.png and grid_<method>_s<scale>.png into --o
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,12 +37,23 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0], default_meta=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
     parser.add_argument("--denoiser", type=str, required=True, help="denoiser checkpoint")
-    parser.add_argument("--evaluator", type=str | None, default=None, help="evaluator checkpoint (features)")
+    parser.add_argument(
+        "--features",
+        type=str,
+        default="evaluator",
+        help="feature network of FID, IS and precision/recall, by its name in metrics.FEATURES: evaluator or "
+        "inception (torch-fidelity's Inception-V3 as the reference FID; class accuracy then comes from "
+        "--evaluator if given, else is null)",
+    )
+    parser.add_argument(
+        "--evaluator", type=str | None, default=None, help="evaluator checkpoint (features, class accuracy)"
+    )
     parser.add_argument(
         "--inception_weights",
         type=str | None,
         default=None,
-        help="use Inception-V3 features from this local torch-fidelity weights file instead",
+        help="--features inception: a local copy of torch-fidelity's Inception-V3 weights (default: "
+        "download them once into torch's hub cache)",
     )
     parser.add_argument(
         "--classifier", type=str | None, default=None, help="noisy classifier (method classifier)"
@@ -85,6 +99,8 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False)
     parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--compile", type=bool, default=False, help="torch.compile the denoiser's network")
+    parser.add_argument("--compile_mode", type=str, default="default", help="torch.compile mode")
     parser.add_argument("--cache_dir", type=str, default="runs/.reference_cache", help="real-feature cache")
     parser.add_argument("--wandb", type=bool, default=True, help="log to W&B (offline without an API key)")
     parser.add_argument("--project", type=str, default="lightning-diffusion", help="W&B project")
@@ -93,7 +109,8 @@ def build_parser() -> ArgumentParser:
 
 def sweep_settings(args: Any) -> SweepSettings:
     """The validated sweep settings among the parsed options."""
-    settings = SweepSettings(**{name: args[name] for name in SweepSettings.__dataclass_fields__})
+    values = args.as_dict()  # nested options (the sampler spec) as plain mappings
+    settings = SweepSettings(**{name: values[name] for name in SweepSettings.__dataclass_fields__})
     settings.validate()
     return settings
 
@@ -159,7 +176,7 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
     """The sweep's components on ``device`` and the data module of its real images and captions (the
     denoiser's, with ``--source`` replacing its source)."""
     from lightning_diffusion.data import DiffusionDataModule
-    from lightning_diffusion.metrics import EvaluatorFeatures, InceptionFeatures
+    from lightning_diffusion.metrics import FeatureInputs, build_features
     from lightning_diffusion.registry import load_component, read_checkpoint
     from lightning_diffusion.sweep import SweepModels
 
@@ -171,22 +188,14 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
         )
     if args.source is not None:
         hparams = {**hparams, "source": args.source}
-    evaluator = None
-    if args.inception_weights is not None:
-        extractor, num_classes = InceptionFeatures(args.inception_weights), None
-    elif args.evaluator is not None:
-        evaluator = load_component(args.evaluator, kind="evaluator", map_location=device)
-        extractor = EvaluatorFeatures(evaluator, f"evaluator:{Path(args.evaluator).resolve()}")
-        num_classes = evaluator.num_classes
-    else:
-        raise ConfigError(
-            "the sweep needs features for its metrics: pass --evaluator PATH (train one with "
-            "python train.py fit --config configs/<data>/evaluator.yaml) or --inception_weights PATH."
-        )
 
     def optional(path: str | None, kind: str) -> Any:
         return None if path is None else load_component(path, kind=kind, map_location=device)
 
+    evaluator = optional(args.evaluator, "evaluator")
+    features = FeatureInputs(evaluator, args.evaluator, args.inception_weights)
+    extractor = build_features(args.features, features)
+    num_classes = getattr(evaluator, "num_classes", None)
     classifier = optional(args.classifier, "noisy_classifier")
     guide = optional(args.guide, "denoiser")
     contrastive = optional(args.contrastive, "contrastive_encoder")
@@ -215,6 +224,7 @@ def load_models(args: Any, device: Any) -> tuple[Any, Any]:
         attribute_evaluator,
         cascade,
         unclip,
+        features.evaluator_features,
     )
     return models, DiffusionDataModule.from_hparams(hparams)
 
@@ -231,12 +241,14 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
         mode=wandb_mode(),
         job_type="sweep",
         config={
-            **vars(settings),
+            **dataclasses.asdict(settings),
             **{
                 key: args[key]
                 for key in (
                     "denoiser",
+                    "features",
                     "evaluator",
+                    "inception_weights",
                     "contrastive",
                     "clip_scorer",
                     "source",
@@ -246,6 +258,14 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
             },
         },
     )
+
+
+def show_library_log() -> None:
+    """Print the library's INFO messages, e.g. whether the reference features came from the cache."""
+    logger = logging.getLogger("lightning_diffusion")
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler())
+    logger.setLevel(logging.INFO)
 
 
 def run(args: Any) -> list[dict[str, Any]]:
@@ -265,7 +285,12 @@ def run(args: Any) -> list[dict[str, Any]]:
     fabric.launch()
     if fabric.device.type == "cpu" and args.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
+    show_library_log()
     models, datamodule = load_models(args, fabric.device)
+    if args.compile:
+        from lightning_diffusion.compilation import compile_networks
+
+        compile_networks(models.denoiser, args.compile_mode)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
     rows = run_sweep(

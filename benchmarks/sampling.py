@@ -64,8 +64,7 @@ import torch
 from torch import Tensor
 
 from lightning_diffusion.components import Denoiser
-from lightning_diffusion.diffusion import randn, sample_generators
-from lightning_diffusion.diffusion.samplers import ddim
+from lightning_diffusion.diffusion import SamplerSpec, randn, sample_generators
 from lightning_diffusion.guidance import ClassifierFree, GuidedDenoiser, build_guidance
 from lightning_diffusion.nets import UNet
 from lightning_diffusion.registry import load_component
@@ -177,7 +176,7 @@ def diffusers_scheduler(model: Denoiser, spacing: str) -> Any:
 def ours_loop(model: Denoiser, noise: Tensor, labels: Tensor, scale: float, steps: int) -> Tensor:
     """Our DDIM (eta = 0) on classifier-free guidance at ``scale``: one forward of 2B rows per step."""
     denoise = GuidedDenoiser(model, ClassifierFree(scale), {"label": labels})
-    return ddim(denoise, noise, model.schedule, steps)
+    return SamplerSpec("ddim", steps).sample(denoise, noise, model.schedule)
 
 
 def diffusers_loop(
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             labels,
             guidance_scale=args.scale,
             guidance=guidance,
-            steps=args.steps,
+            sampler=SamplerSpec("ddim", args.steps),
             seed=args.seed,
             batch_size=args.batch,
         )

@@ -1,6 +1,7 @@
 """Lightning callbacks of lightning-diffusion (EMA is Lightning's own ``EMAWeightAveraging``)."""
 
+from callbacks.gpu_speedups import GPUSpeedups
 from callbacks.guidance_sweep import GuidanceSweep
 from callbacks.sample_grid import SampleGrid
 
-__all__ = ["GuidanceSweep", "SampleGrid"]
+__all__ = ["GPUSpeedups", "GuidanceSweep", "SampleGrid"]

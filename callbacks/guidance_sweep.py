@@ -8,7 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
-from lightning_diffusion.metrics import EvaluatorFeatures
+from lightning_diffusion.metrics import FeatureInputs, build_features
 from lightning_diffusion.registry import load_component
 from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
 from lightning_diffusion.sweep_logging import log_sweep_summary, wandb_row_logger
@@ -18,28 +18,37 @@ class GuidanceSweep(pl.Callback):
     """Every ``every_n_epochs`` validations, sweep the model being trained with the same code as
     ``evaluate.py`` (DDP-sharded over the trainer's ranks) into ``<default_root_dir>/sweeps/epoch<E>/``
     and log the table, plots and grids to W&B. It samples with the weights validation uses, so list it
-    before the EMA callback. ``settings`` take the fields of ``SweepSettings``."""
+    before the EMA callback. ``features`` and ``inception_weights`` choose the feature network as in
+    ``evaluate.py`` (class accuracy comes from ``evaluator`` when given), built at construction so that a
+    bad choice fails before training; ``settings`` take the fields of ``SweepSettings``."""
 
     def __init__(
         self,
-        evaluator: str,
+        evaluator: str | None = None,
         every_n_epochs: int = 10,
         classifier: str | None = None,
         guide: str | None = None,
         cache_dir: str = "runs/.reference_cache",
         settings: dict[str, Any] | None = None,
+        features: str = "evaluator",
+        inception_weights: str | None = None,
     ) -> None:
-        self.evaluator_path, self.classifier_path, self.guide_path = evaluator, classifier, guide
+        self.classifier_path, self.guide_path = classifier, guide
+        loaded = None if evaluator is None else load_component(evaluator, kind="evaluator")
+        self.feature_inputs = FeatureInputs(loaded, evaluator, inception_weights)
+        self.extractor = build_features(features, self.feature_inputs)
         self.every_n_epochs = every_n_epochs
         self.cache_dir = cache_dir
-        self.settings = SweepSettings(**{"num_samples": 200, "real_split": "val", **(settings or {})})
+        self.settings = SweepSettings(**{"num_samples": 200, **(settings or {})})
         self.settings.validate()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         device = pl_module.device
-        evaluator = load_component(self.evaluator_path, kind="evaluator", map_location=device)
+        evaluator = self.feature_inputs.evaluator
+        if evaluator is not None:
+            evaluator.to(device)
         classifier = guide = None
         if self.classifier_path is not None:
             classifier = load_component(self.classifier_path, kind="noisy_classifier", map_location=device)
@@ -47,10 +56,11 @@ class GuidanceSweep(pl.Callback):
             guide = load_component(self.guide_path, kind="denoiser", map_location=device)
         models = SweepModels(
             pl_module,
-            EvaluatorFeatures(evaluator, f"evaluator:{Path(self.evaluator_path).resolve()}"),
+            self.extractor,
             classifier,
             guide,
-            evaluator.num_classes,
+            getattr(evaluator, "num_classes", None) or pl_module.num_classes,
+            evaluator=self.feature_inputs.evaluator_features,
         )
         datamodule = trainer.datamodule
         out = Path(trainer.default_root_dir) / "sweeps" / f"epoch{trainer.current_epoch:04d}"

@@ -8,27 +8,28 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_diffusion.diffusion import SamplerSpec
 from lightning_diffusion.grid import class_scale_samples, grid_image, save_grid
 
 
 class SampleGrid(pl.Callback):
     """Samples one image per class and scale at the end of every ``every_n_epochs``-th validation, saves
     it as ``<default_root_dir>/samples/epoch<E>.png`` and logs it to W&B. It samples with the weights
-    validation uses, so list it before the EMA callback (which swaps its weights in for validation)."""
+    validation uses, so list it before the EMA callback (which swaps its weights in for validation).
+    ``sampler`` is a spec (in YAML ``sampler: {name: ddim, steps: 50}``) or a solver name."""
 
     def __init__(
         self,
         every_n_epochs: int = 10,
         scales: Sequence[float] = (0.0, 1.0, 3.0),
         max_classes: int = 10,
-        sampler: str = "ddim",
-        steps: int = 50,
+        sampler: SamplerSpec | str = "ddim",
         seed: int = 0,
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.scales = list(scales)
         self.max_classes = max_classes
-        self.sampler, self.steps, self.seed = sampler, steps, seed
+        self.sampler, self.seed = SamplerSpec.of(sampler), seed
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -38,9 +39,7 @@ class SampleGrid(pl.Callback):
         classes = range(min(pl_module.num_classes, self.max_classes))
         was_training = pl_module.training
         pl_module.eval()
-        samples = class_scale_samples(
-            pl_module, classes, self.scales, sampler=self.sampler, steps=self.steps, seed=self.seed
-        )
+        samples = class_scale_samples(pl_module, classes, self.scales, sampler=self.sampler, seed=self.seed)
         pl_module.train(was_training)
         image = grid_image(samples)
         path = save_grid(

@@ -13,11 +13,35 @@ python -m lightning_diffusion variations runs/shapes/unclip_decoder/checkpoints/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 from lightning_diffusion.config import ConfigError, instantiate
+from lightning_diffusion.diffusion import GRIDS, SOLVERS, SamplerSpec
+
+
+def add_sampler_options(parser: argparse.ArgumentParser, steps: int = 50) -> None:
+    """A ``--sampler.<field>`` flag per SamplerSpec field: ``--sampler.name dpmpp_2m --sampler.steps 20``."""
+    helps = {"name": f"solver: {', '.join(SOLVERS)}", "grid": f"noise-level grid: {', '.join(GRIDS)}"}
+    for field in dataclasses.fields(SamplerSpec):
+        default = steps if field.name == "steps" else field.default
+        kind = int if field.name == "steps" else str if isinstance(default, str) else float
+        parser.add_argument(
+            f"--sampler.{field.name}",
+            dest=f"sampler.{field.name}",
+            type=kind,
+            default=default,
+            metavar=field.name.upper(),
+            help=helps.get(field.name, "see SamplerSpec (default: %(default)s)"),
+        )
+
+
+def sampler_of(args: argparse.Namespace) -> SamplerSpec:
+    """The SamplerSpec given by the ``--sampler.<field>`` flags."""
+    values = {field.name: getattr(args, f"sampler.{field.name}") for field in dataclasses.fields(SamplerSpec)}
+    return SamplerSpec(**values)
 
 
 def print_components() -> None:
@@ -38,6 +62,10 @@ def sample_grid(args: argparse.Namespace) -> None:
     from lightning_diffusion.samples_io import save_npz, scale_tag
 
     model = load_component(args.checkpoint, kind="denoiser")
+    if args.compile:
+        from lightning_diffusion.compilation import compile_networks
+
+        compile_networks(model, args.compile_mode)
     if model.num_classes is None:
         raise ConfigError(
             "this denoiser is unconditional; a class-by-scale grid needs a class-conditional one."
@@ -48,8 +76,7 @@ def sample_grid(args: argparse.Namespace) -> None:
         classes,
         args.scales,
         per_class=args.per_class,
-        sampler=args.sampler,
-        steps=args.steps,
+        sampler=sampler_of(args),
         seed=args.seed,
         progress=True,
     )
@@ -124,7 +151,7 @@ def upsampler_fidelity(args: argparse.Namespace) -> None:
         upsampler,
         data.real_images(args.split, args.n),
         batch_size=args.batch_size,
-        steps=args.steps,
+        sampler=sampler_of(args),
         seed=args.seed,
         aug_level=args.aug_level,
         labels=labels,
@@ -161,7 +188,7 @@ def prior_quality(args: argparse.Namespace) -> None:
         (data.real_images("train", args.n_train), data.captions("train", args.n_train)),
         scales=args.scales,
         candidates=args.candidates,
-        steps=args.steps,
+        sampler=sampler_of(args),
         seed=args.seed,
         batch_size=args.batch_size,
         test_labels=data.labels(args.split, args.n) if data.num_classes else None,
@@ -169,7 +196,7 @@ def prior_quality(args: argparse.Namespace) -> None:
     result = {
         "split": args.split,
         "n": len(captions),
-        "steps": args.steps,
+        "sampler": dataclasses.asdict(sampler_of(args)),
         "rows": rows,
     }
     text = json.dumps(result, indent=2)
@@ -201,7 +228,7 @@ def variations(args: argparse.Namespace) -> None:
         images,
         args.per_image,
         args.scale,
-        steps=args.steps,
+        sampler=sampler_of(args),
         seed=args.seed,
         batch_size=args.batch_size,
     )
@@ -239,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="guidance scales s (1 = conditional, 0 = unconditional)",
     )
     grid.add_argument("--per_class", type=int, default=10, help="samples per class and scale")
-    grid.add_argument("--sampler", default="ddim", help="ddim, ddpm or heun")
-    grid.add_argument("--steps", type=int, default=50)
+    add_sampler_options(grid)
     grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--compile", action="store_true", help="torch.compile the network (static shapes)")
+    grid.add_argument("--compile_mode", default="default", help="torch.compile mode, e.g. max-autotune")
     grid.add_argument(
         "--check_labels",
         action="store_true",
@@ -253,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.add_argument("checkpoint", help="upsampler checkpoint (.ckpt)")
     fidelity.add_argument("--split", default="val", help="data split of the real images: val or test")
     fidelity.add_argument("--n", type=int, default=500, help="number of images")
-    fidelity.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    add_sampler_options(fidelity, steps=25)
     fidelity.add_argument(
         "--aug_level", type=float, default=0.0, help="augmentation level of the low-res input"
     )
@@ -273,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument(
         "--candidates", type=int, nargs="+", default=[1], help="prior candidates k per caption"
     )
-    quality.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    add_sampler_options(quality)
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--batch_size", type=int, default=250)
     quality.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -283,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     variation.add_argument("--per_image", type=int, default=7, help="variations per image (columns)")
     variation.add_argument("--scale", type=float, default=3.0, help="CFG scale on the image embedding")
     variation.add_argument("--split", default="test", help="data split of the real images")
-    variation.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    add_sampler_options(variation)
     variation.add_argument("--seed", type=int, default=0)
     variation.add_argument("--batch_size", type=int, default=64)
     variation.add_argument("--out", default=None, help="output folder (default: the checkpoint's run folder)")

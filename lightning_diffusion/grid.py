@@ -11,6 +11,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from lightning_diffusion.components.denoiser import Denoiser
+from lightning_diffusion.diffusion import SamplerSpec
 from lightning_diffusion.sampling import sample
 
 MIN_CELL_PIXELS = 32
@@ -21,16 +22,16 @@ def class_scale_samples(
     classes: Sequence[int],
     scales: Sequence[float],
     per_class: int = 1,
-    sampler: str = "ddim",
-    steps: int = 50,
+    sampler: SamplerSpec | str = "ddim",
     seed: int = 0,
     progress: bool = False,
 ) -> dict[float, Tensor]:
-    """For each scale, ``per_class`` samples of every class (class-major), sharing noise across scales."""
+    """For each scale, ``per_class`` samples of every class (class-major), sharing noise across scales,
+    drawn with ``sampler`` (a spec or a solver name)."""
     labels = torch.as_tensor(classes, dtype=torch.long).repeat_interleave(per_class)
     return {
         float(scale): sample(
-            model, labels, guidance_scale=scale, sampler=sampler, steps=steps, seed=seed, progress=progress
+            model, labels, guidance_scale=scale, sampler=sampler, seed=seed, progress=progress
         )
         for scale in scales
     }

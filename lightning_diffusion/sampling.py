@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import randn, run_sampler, sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, randn, sample_generators
 from lightning_diffusion.guidance import ClassifierFree, Condition, Guidance, GuidedDenoiser
 from lightning_diffusion.registry import load_component
 
@@ -69,16 +69,14 @@ def generate(
     guidance: Guidance,
     generators: Sequence[torch.Generator],
     cond: Condition,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
+    sampler: SamplerSpec | str = "ddim",
 ) -> Tensor:
-    """One batch: sample i starts from noise of generator i and draws its sampler noise from it too."""
+    """One batch: sample i starts from noise of generator i and draws its sampler noise from it too;
+    ``sampler`` is a spec or a solver name (with its defaults)."""
     device = next(model.parameters()).device
     noise = randn(generators, model.sample_shape).to(device)
-    return run_sampler(
-        sampler, GuidedDenoiser(model, guidance, cond), noise, model.schedule, steps, generators, eta
-    )
+    denoise = GuidedDenoiser(model, guidance, cond)
+    return SamplerSpec.of(sampler).sample(denoise, noise, model.schedule, generators)
 
 
 @torch.no_grad()
@@ -112,9 +110,7 @@ def sample(
     n: int | None = None,
     guidance_scale: float = 1.0,
     guidance: Guidance | None = None,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
+    sampler: SamplerSpec | str | Mapping[str, Any] = "ddim",
     seed: int = 0,
     first_index: int = 0,
     batch_size: int = 256,
@@ -125,13 +121,15 @@ def sample(
 
     Sample i (counting from ``first_index``) draws its noise from a generator seeded by (seed, i), so
     a sample is the same whatever the batch size. ``guidance`` defaults to classifier-free guidance at
-    ``guidance_scale`` (s = 1 conditional, s = 0 unconditional, s > 1 guided).
+    ``guidance_scale`` (s = 1 conditional, s = 0 unconditional, s > 1 guided). ``sampler`` is a
+    ``SamplerSpec``, a solver name or a mapping of its fields, e.g. ``{"name": "dpmpp_2m", "steps": 20}``.
     """
+    sampler = SamplerSpec.of(sampler)
     model = _as_denoiser(model, device)
     labels = labels_for(model, labels, n)
     guidance = guidance or ClassifierFree(guidance_scale)
     return sample_in_batches(
-        lambda generators, cond: generate(model, guidance, generators, cond, sampler, steps, eta),
+        lambda generators, cond: generate(model, guidance, generators, cond, sampler),
         None if labels is None else {"label": labels},
         labels.numel() if labels is not None else n,
         next(model.parameters()).device,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from lightning_diffusion import distributed
 from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import check_sampler, sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.grid import save_grid, sorted_grid
 from lightning_diffusion.guidance.factory import METHODS, build_guidance, uses_interval
 from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
@@ -38,6 +39,7 @@ from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.samples_io import save_npz, scale_tag
 from lightning_diffusion.sampling import CountingModel, generate
 
+log = logging.getLogger(__name__)
 CASCADE = "cascade"  # base denoiser + upsamplers; its scale is the base stage's CFG scale
 UNCLIP = "unclip"  # prior + unCLIP decoder (+ upsamplers); its scale is the decoder's CFG scale
 SWEEP_METHODS = (*METHODS, CASCADE, UNCLIP)
@@ -55,18 +57,17 @@ ROW_KEYS = ("method", "scale", *METRIC_KEYS, "nfe", "seconds")
 
 @dataclass
 class SweepSettings:
-    """What a sweep runs: methods x scales, N samples each, sampler and seeds."""
+    """What a sweep runs: methods x scales, N samples each, sampler (a spec; in YAML
+    ``sampler: {name: ddim, steps: 50}``, on the command line ``--sampler.steps 25``) and seeds."""
 
     methods: list[str] = field(default_factory=lambda: ["cfg"])
     scales: list[float] | dict[str, list[float]] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
     num_samples: int = 500
     batch_size: int = 100
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
     seed: int = 0
     num_real: int | None = None
-    real_split: str = "test"
+    real_split: str = "train"  # the reference set papers use; the small CPU configs hold out "test"
     interval: list[float] | None = None  # noise levels (sigma_min, sigma_max] of the *_interval methods
     rescale: float | None = None
     threshold: float | None = None
@@ -76,6 +77,9 @@ class SweepSettings:
     upsampler_scale: float = 1.0  # methods cascade, unclip: CFG scale of the upsampler stages
     prior_scale: float = 1.0  # method unclip: CFG scale of the prior
     prior_candidates: int = 1  # method unclip: prior samples per caption, the best by C_T · C_I kept
+
+    def __post_init__(self) -> None:
+        self.sampler = SamplerSpec.of(self.sampler)
 
     def scales_for(self, method: str) -> list[float]:
         """The scales of one method: ``scales`` is one list for all methods or a dict per method."""
@@ -106,14 +110,17 @@ class SweepSettings:
                     f"the list of guidance scales for {method!r} is empty; give at least one, "
                     "e.g. --scales '[0,1,3]'."
                 )
-        check_sampler(self.sampler)
 
 
 @dataclass
 class SweepModels:
     """The trained components a sweep uses; ``classifier``, ``guide`` and ``contrastive`` only for their
-    methods. ``scorer`` (a contrastive encoder trained apart from the guiding one) gives the CLIP score,
-    ``attribute_evaluator`` (an evaluator with attribute heads) the attribute accuracy."""
+    methods. ``extractor`` gives the features and logits of FID, IS and precision/recall; ``evaluator``
+    (the evaluator as an extractor, possibly the same object) reads classes: class accuracy comes from its
+    logits, and is None without one (Inception's ImageNet logits know nothing of the data's classes).
+    ``scorer`` (a contrastive encoder trained apart from the guiding one) gives the CLIP score,
+    ``attribute_evaluator`` (an evaluator with attribute heads) the attribute accuracy from the
+    evaluator's features."""
 
     denoiser: Any
     extractor: FeatureExtractor
@@ -125,6 +132,7 @@ class SweepModels:
     attribute_evaluator: Any = None
     cascade: Any = None
     unclip: Any = None
+    evaluator: FeatureExtractor | None = None
 
     def conditioned(self, method: str) -> bool:
         """Whether samples of ``method`` follow their label or caption (so class accuracy means something)."""
@@ -250,7 +258,8 @@ def read_rows(out: Path) -> list[dict[str, Any]]:
 def reference_key(
     source_spec: Any, image_shape: Sequence[int], split: str, extractor: str, count: int
 ) -> str:
-    """Cache key of real-data features: data source, split, image shape, extractor and count."""
+    """Cache key of real-data features: data source, split, image shape, extractor (network and a digest
+    of its weights, see ``FeatureExtractor.name``) and count."""
     payload = json.dumps([source_spec, list(image_shape), split, extractor, count], sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
@@ -262,16 +271,30 @@ def reference_features(
     batch_size: int,
     device: torch.device,
 ) -> Tensor:
-    """Real-data features, computed once by rank 0 and cached on disk; every rank loads the file."""
-    if distributed.rank() == 0 and not cache_file.is_file():
-        images = real_images()
-        features = torch.cat(
-            [extractor.features_and_logits(batch.to(device))[0].cpu() for batch in images.split(batch_size)]
-        )
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cache_file, lambda f: torch.save(features, f), mode="wb")
+    """Real-data features (N, D) in float32, computed once by rank 0 and cached on disk; every rank
+    memory-maps the file (50,000 x 2048 Inception features are 400 MB). Rank 0 logs how many real images
+    it encoded: 0 on a cache hit."""
+    if distributed.rank() == 0:
+        if cache_file.is_file():
+            log.info("reference features: cache hit (0 real images encoded), %s", cache_file)
+        else:
+            images = real_images()
+            features = torch.cat(
+                [
+                    extractor.features_and_logits(batch.to(device))[0].float().cpu()
+                    for batch in images.split(batch_size)
+                ]
+            )
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(cache_file, lambda f: torch.save(features, f), mode="wb")
+            log.info(
+                "reference features: %d real images encoded with %s, cached in %s",
+                len(features),
+                extractor.name,
+                cache_file,
+            )
     distributed.barrier()
-    return torch.load(cache_file, weights_only=True)
+    return torch.load(cache_file, weights_only=True, mmap=True)
 
 
 @dataclass
@@ -370,10 +393,7 @@ def run_sweep(
                     images = sample_batch(generators, drawn.cond).clamp(-1, 1)
                     features, logits = models.extractor.features_and_logits(images)
                     metrics.update_generated(
-                        features,
-                        logits,
-                        drawn.labels if models.conditioned(method) else None,
-                        **_text_metric_inputs(models, images, features, drawn),
+                        features, logits, **_judged_outcomes(models, method, images, features, logits, drawn)
                     )
                 kept.add(indices, images, drawn, wanted)
             values = metrics.compute()
@@ -422,8 +442,6 @@ def _row_sampler(
             guidance_scale=settings.prior_scale,
             candidates=settings.prior_candidates,
             sampler=settings.sampler,
-            steps=settings.steps,
-            eta=settings.eta,
         )
         chain = Unclip(prior, _configured_cascade(models.unclip.cascade, settings, scale))
         return chain.generate, lambda: chain.rows
@@ -441,7 +459,7 @@ def _row_sampler(
     )
 
     def sample_batch(generators: Sequence[torch.Generator], cond: dict[str, Any]) -> Tensor:
-        return generate(counted, guidance, generators, cond, settings.sampler, settings.steps, settings.eta)
+        return generate(counted, guidance, generators, cond, settings.sampler)
 
     return sample_batch, lambda: counted.rows + (guide.rows if guide is not None else 0)
 
@@ -454,8 +472,6 @@ def _configured_cascade(cascade: Cascade, settings: SweepSettings, scale: float)
             replace(
                 stage,
                 sampler=settings.sampler,
-                steps=settings.steps,
-                eta=settings.eta,
                 guidance_scale=scale if index == 0 else settings.upsampler_scale,
                 aug_level=0.0 if index == 0 else settings.aug_level,
             )
@@ -464,15 +480,23 @@ def _configured_cascade(cascade: Cascade, settings: SweepSettings, scale: float)
     )
 
 
-def _text_metric_inputs(
-    models: SweepModels, images: Tensor, features: Tensor, drawn: Drawn
+def _judged_outcomes(
+    models: SweepModels, method: str, images: Tensor, features: Tensor, logits: Tensor, drawn: Drawn
 ) -> dict[str, Tensor]:
-    """CLIP scores of samples against their captions and the fraction of their attributes the
-    evaluator reads back from its ``features``, where the models and the prompts allow (else empty)."""
-    inputs = {}
+    """Per-sample outcomes beyond FID, IS and PR, where the models and the prompts allow: whether the
+    evaluator reads a sample as its label (conditioned methods), its CLIP score against its caption and
+    the fraction of its caption's attributes the evaluator reads back. The evaluator's features and logits
+    are the extractor's own when it is the extractor, a second pass otherwise (Inception features)."""
+    outcomes = {}
+    evaluated = None
+    if models.evaluator is not None:
+        same = models.evaluator is models.extractor
+        evaluated = (features, logits) if same else models.evaluator.features_and_logits(images)
+    if evaluated is not None and drawn.labels is not None and models.conditioned(method):
+        outcomes["class_correct"] = (evaluated[1].argmax(dim=1) == drawn.labels).float()
     if drawn.captions is not None and models.scorer is not None:
-        inputs["clip_scores"] = clip_scores(models.scorer, images, drawn.captions)
-    if drawn.attributes is not None and models.attribute_evaluator is not None:
-        predicted = models.attribute_evaluator.attribute_predictions_from(features)
-        inputs["attribute_correct"] = (predicted == drawn.attributes).float().mean(dim=1)
-    return inputs
+        outcomes["clip_scores"] = clip_scores(models.scorer, images, drawn.captions)
+    if evaluated is not None and drawn.attributes is not None and models.attribute_evaluator is not None:
+        predicted = models.attribute_evaluator.attribute_predictions_from(evaluated[0])
+        outcomes["attribute_correct"] = (predicted == drawn.attributes).float().mean(dim=1)
+    return outcomes

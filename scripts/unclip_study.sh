@@ -38,9 +38,9 @@ fit unclip_decoder "$data" unclip_decoder --model.init_args.encoder "$encoder" "
 fit prior "$data" prior --model.init_args.encoder "$encoder" "${steps[@]}" "$prior_steps"
 [ "${FITS_ONLY:-0}" = 1 ] && exit 0
 "$python" -m lightning_diffusion prior-quality "$root/prior/checkpoints/last.ckpt" --scales 1 3 \
-  --candidates 1 2 4 --steps 25 --out "$root/prior_quality.json"
+  --candidates 1 2 4 --sampler.steps 25 --out "$root/prior_quality.json"
 "$python" -m lightning_diffusion variations "$root/unclip_decoder/checkpoints/last.ckpt" --scale 3 \
-  --steps 25 "${variation_args[@]}"
+  --sampler.steps 25 "${variation_args[@]}"
 "$python" evaluate.py --config "configs/$data/unclip_sweep.yaml" --out "$root/unclip_sweep" \
   --num_samples "$samples" --denoiser "$root/denoiser/checkpoints/last.ckpt" \
   --evaluator "$root/evaluator/checkpoints/last.ckpt" --clip_scorer "$root/clip_scorer/checkpoints/last.ckpt" \

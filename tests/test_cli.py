@@ -265,7 +265,8 @@ def test_sample_grid_writes_a_png_every_n_epochs_and_not_in_the_sanity_check(
     overlay = tmp_path / "grid.yaml"
     overlay.write_text(
         "trainer:\n  callbacks:\n    - class_path: callbacks.SampleGrid\n      init_args:\n"
-        f"        every_n_epochs: {every_n_epochs}\n        steps: 2\n        scales: [0.0, 1.0]\n"
+        f"        every_n_epochs: {every_n_epochs}\n        sampler: {{name: ddim, steps: 2}}\n"
+        "        scales: [0.0, 1.0]\n"
     )
     root = tmp_path / "run"
     train.main(
@@ -301,7 +302,7 @@ def test_sample_command_writes_grid_and_npz_batches(fitted_run, tmp_path):
         "1",
         "--per_class",
         "1",
-        "--steps",
+        "--sampler.steps",
         "2",
         cwd=tmp_path,
     )

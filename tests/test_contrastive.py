@@ -11,7 +11,12 @@ from tiny import digits_datamodule, quiet_trainer
 from torch.utils.data import DataLoader
 
 from lightning_diffusion.components import ContrastiveEncoder
-from lightning_diffusion.components.contrastive_encoder import contrastive_loss, retrieval_outcomes
+from lightning_diffusion.components.contrastive_encoder import (
+    caption_ids,
+    contrastive_loss,
+    retrieval_outcomes,
+    same_caption,
+)
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import clip_scores
 from lightning_diffusion.nets import EncoderUNet
@@ -20,6 +25,7 @@ from lightning_diffusion.registry import load_component
 
 EMBED_DIM = 16
 QUADRANTS = {"top left": (0, 0), "top right": (0, 4), "bottom left": (4, 0), "bottom right": (4, 4)}
+PINNED_ID = 5494039196403634369  # caption_ids(["top left"]), BLAKE2b: the same in every process
 QUARTILE_KEYS = [f"val/{name}_q{q}" for name in ("i2t", "t2i") for q in range(4)]
 
 
@@ -117,19 +123,36 @@ def test_contrastive_loss_is_clip_infonce_for_distinct_captions():
     logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
     targets = torch.arange(5)
     clip = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
-    torch.testing.assert_close(contrastive_loss(logits, list("abcde")), clip)
+    torch.testing.assert_close(contrastive_loss(logits, logits.T, same_caption(list("abcde"))), clip)
+
+
+def in_batch_loss(logits: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """The contrastive loss of one process's batch: rows and columns are the same images and captions."""
+    return contrastive_loss(logits, logits.T, same_caption(captions))
 
 
 def test_identical_captions_are_not_negatives_of_each_other():
     """Plain InfoNCE would charge log 4 for a batch of one caption and ~5 for matching a duplicate."""
-    assert contrastive_loss(torch.randn(4, 4), ["top left"] * 4).item() == pytest.approx(0.0, abs=1e-6)
+    assert in_batch_loss(torch.randn(4, 4), ["top left"] * 4).item() == pytest.approx(0.0, abs=1e-6)
     # images 0 and 1 (both "a") each prefer the other's copy of the caption: right under multi-positive
     logits = torch.tensor([[0.0, 5.0, -5.0], [5.0, 0.0, -5.0], [-5.0, -5.0, 5.0]])
-    assert contrastive_loss(logits, ["a", "a", "b"]).item() < 0.01
+    assert in_batch_loss(logits, ["a", "a", "b"]).item() < 0.01
     image_to_text, text_to_image = retrieval_outcomes(logits, ["a", "a", "b"])
     assert image_to_text.tolist() == [1.0, 1.0, 1.0] and text_to_image.tolist() == [1.0, 1.0, 1.0]
     image_to_text, _ = retrieval_outcomes(logits, ["a", "b", "c"])
     assert image_to_text.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_caption_ids_match_exactly_the_equal_captions_and_do_not_depend_on_the_process():
+    """Ranks gather these ids to find duplicates of a caption in the global batch; Python's ``hash`` of a
+    string differs between processes, these must not (pinned value)."""
+    captions = ["top left", "top right", "top left", "", "Top left"]
+    ids = caption_ids(captions)
+    assert ids.dtype == torch.int64
+    assert (ids[:, None] == ids[None, :]).tolist() == [
+        [a == b for b in captions] for a in captions
+    ]  # fmt: skip
+    assert caption_ids(["top left"]).item() == PINNED_ID
 
 
 def test_checkpoint_round_trip_and_refusal_as_another_kind(trained):

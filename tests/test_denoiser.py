@@ -12,7 +12,7 @@ from tiny import digits_datamodule, quiet_trainer, tiny_denoiser, tiny_unet
 from lightning_diffusion import sample
 from lightning_diffusion.components import Denoiser
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import CosineSchedule, score_from_denoised
+from lightning_diffusion.diffusion import CosineSchedule, SamplerSpec, score_from_denoised
 from lightning_diffusion.guidance import ClassifierFree, GuidedDenoiser
 
 NULL = 10
@@ -95,11 +95,10 @@ def test_missing_label_in_denoise_means_the_null_label():
 
 
 @pytest.mark.parametrize("bad_label", [-1, NULL + 1])
-def test_labels_out_of_range_in_denoise_are_a_config_error(bad_label):
+def test_labels_out_of_range_are_a_config_error_when_sampling_starts(bad_label):
     model = tiny_denoiser()
-    z, t = _probe()
     with pytest.raises(ConfigError, match=r"labels must lie in \[0, 9\] \(or 10 for ∅\)"):
-        model.denoise(z, t, {"label": torch.tensor([0, 1, 2, bad_label])})
+        GuidedDenoiser(model, ClassifierFree(2.0), {"label": torch.tensor([0, 1, 2, bad_label])})
 
 
 def test_null_condition_is_a_batch_of_null_labels():
@@ -274,8 +273,22 @@ def sampling_model() -> Denoiser:
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
 def test_samples_do_not_depend_on_batch_size(sampling_model, guidance_scale):
     labels = [0, 1, 2, 3, 4]
-    whole = sample(sampling_model, labels, guidance_scale=guidance_scale, steps=STEPS, seed=7, batch_size=5)
-    split = sample(sampling_model, labels, guidance_scale=guidance_scale, steps=STEPS, seed=7, batch_size=2)
+    whole = sample(
+        sampling_model,
+        labels,
+        guidance_scale=guidance_scale,
+        sampler=SamplerSpec("ddim", STEPS),
+        seed=7,
+        batch_size=5,
+    )
+    split = sample(
+        sampling_model,
+        labels,
+        guidance_scale=guidance_scale,
+        sampler=SamplerSpec("ddim", STEPS),
+        seed=7,
+        batch_size=2,
+    )
     assert whole.shape == (5, 1, 8, 8)
     assert whole.min() >= -1 and whole.max() <= 1
     torch.testing.assert_close(split, whole, rtol=0, atol=1e-5)
@@ -283,25 +296,25 @@ def test_samples_do_not_depend_on_batch_size(sampling_model, guidance_scale):
 
 
 def test_first_index_continues_the_sample_numbering(sampling_model):
-    whole = sample(sampling_model, [0, 1, 2, 3, 4], steps=STEPS, seed=7)
-    tail = sample(sampling_model, [3, 4], steps=STEPS, seed=7, first_index=3)
+    whole = sample(sampling_model, [0, 1, 2, 3, 4], sampler=SamplerSpec("ddim", STEPS), seed=7)
+    tail = sample(sampling_model, [3, 4], sampler=SamplerSpec("ddim", STEPS), seed=7, first_index=3)
     torch.testing.assert_close(tail, whole[3:5], rtol=0, atol=1e-5)
 
 
 def test_different_seeds_give_different_samples(sampling_model):
-    first = sample(sampling_model, [0, 1], steps=STEPS, seed=0)
-    second = sample(sampling_model, [0, 1], steps=STEPS, seed=1)
+    first = sample(sampling_model, [0, 1], sampler=SamplerSpec("ddim", STEPS), seed=0)
+    second = sample(sampling_model, [0, 1], sampler=SamplerSpec("ddim", STEPS), seed=1)
     assert (first - second).abs().amax(dim=(1, 2, 3)).min() > 1e-3
 
 
 def test_ddpm_sampler_is_also_independent_of_batch_size(sampling_model):
-    whole = sample(sampling_model, [0, 1, 2], sampler="ddpm", steps=STEPS, seed=2, batch_size=3)
-    split = sample(sampling_model, [0, 1, 2], sampler="ddpm", steps=STEPS, seed=2, batch_size=1)
+    whole = sample(sampling_model, [0, 1, 2], sampler=SamplerSpec("ddpm", STEPS), seed=2, batch_size=3)
+    split = sample(sampling_model, [0, 1, 2], sampler=SamplerSpec("ddpm", STEPS), seed=2, batch_size=1)
     torch.testing.assert_close(split, whole, rtol=0, atol=1e-5)
 
 
 def test_unconditional_model_samples_n_images():
-    images = sample(tiny_denoiser(num_classes=None), n=3, steps=STEPS, seed=0)
+    images = sample(tiny_denoiser(num_classes=None), n=3, sampler=SamplerSpec("ddim", STEPS), seed=0)
     assert images.shape == (3, 1, 8, 8)
 
 
@@ -316,17 +329,17 @@ def test_unconditional_model_samples_n_images():
 )
 def test_bad_sample_requests_are_config_errors(sampling_model, kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        sample(sampling_model, steps=STEPS, **kwargs)
+        sample(sampling_model, sampler=SamplerSpec("ddim", STEPS), **kwargs)
 
 
 def test_labels_for_an_unconditional_model_are_a_config_error():
     with pytest.raises(ConfigError, match=r"unconditional .* sample with n="):
-        sample(tiny_denoiser(num_classes=None), [0, 1], steps=STEPS)
+        sample(tiny_denoiser(num_classes=None), [0, 1], sampler=SamplerSpec("ddim", STEPS))
 
 
 def test_sample_labels_out_of_range_are_a_config_error(sampling_model):
     with pytest.raises(ConfigError, match="labels must lie in"):
-        sample(sampling_model, [0, 12], steps=STEPS)
+        sample(sampling_model, [0, 12], sampler=SamplerSpec("ddim", STEPS))
 
 
 # --- training with a Trainer ----------------------------------------------------------------------

@@ -9,7 +9,12 @@ from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import CosineSchedule, ddim, denoised_from_score, score_from_denoised
+from lightning_diffusion.diffusion import (
+    CosineSchedule,
+    SamplerSpec,
+    denoised_from_score,
+    score_from_denoised,
+)
 from lightning_diffusion.guidance import (
     AutoGuidance,
     CFGRescale,
@@ -273,8 +278,9 @@ def test_guidance_interval_over_a_ddim_run_makes_the_predicted_calls():
     cond = {"label": torch.tensor([1, 2])}
     noise = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     denoise = GuidedDenoiser(model, GuidanceInterval(ClassifierFree(3.0), sigma_min, sigma_max), cond)
-    ddim(denoise, noise, SCHEDULE, steps)
-    levels = noise_level(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1])
+    spec = SamplerSpec("ddim", steps)
+    spec.sample(denoise, noise, SCHEDULE)
+    levels = noise_level(spec.times(SCHEDULE)[:-1])
     inside = int(((levels > sigma_min) & (levels <= sigma_max)).sum())
     assert 0 < inside < steps
     assert model.calls.count(4) == inside and model.calls.count(2) == steps - inside

@@ -62,7 +62,7 @@ def sweep_args(checkpoints: dict[str, str], out: Path, *extra: str) -> list[str]
         "--denoiser", checkpoints["denoiser"], "--evaluator", checkpoints["evaluator"],
         "--classifier", checkpoints["classifier"],
         "--out", str(out), "--cache_dir", str(out.parent / "cache"),
-        "--steps", "3", "--num_samples", "12", "--batch_size", "5", "--wandb", "false", *extra,
+        "--sampler.steps", "3", "--num_samples", "12", "--batch_size", "5", "--wandb", "false", *extra,
     ]  # fmt: skip
 
 
@@ -180,6 +180,8 @@ def test_two_cpu_processes_give_the_same_sweep_as_one(checkpoints, tmp_path):
         (["--methods", "[cfg,magic]"], "magic"),
         (["--num_samples", "0"], "num_samples"),
         (["--num_samples", "-3"], "num_samples"),
+        (["--sampler.name", "euler"], "unknown sampler 'euler'; choose one of ddim"),
+        (["--sampler.name", "heun", "--sampler.eta", "0.5"], "heun sampler does not use eta"),
     ],
 )
 def test_bad_sweep_settings_are_clear_errors(checkpoints, tmp_path, capsys, extra, message):
@@ -225,7 +227,7 @@ def test_guidance_sweep_callback_runs_the_sweep_during_training(checkpoints, tmp
     monkeypatch.setattr(callback_module, "run_sweep", counting_run_sweep)
     callback = GuidanceSweep(
         evaluator=checkpoints["evaluator"], every_n_epochs=1, cache_dir=str(tmp_path / "cache"),
-        settings={"scales": [0, 2], "num_samples": 6, "batch_size": 6, "steps": 2},
+        settings={"scales": [0, 2], "num_samples": 6, "batch_size": 6, "sampler": {"steps": 2}},
     )  # fmt: skip
     trainer = quiet_trainer(
         max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback],

@@ -63,7 +63,7 @@ def text_args(checkpoints: dict[str, str], out: Path, *extra: str) -> list[str]:
         "--denoiser", checkpoints["denoiser"], "--evaluator", checkpoints["evaluator"],
         "--contrastive", checkpoints["contrastive"], "--clip_scorer", checkpoints["scorer"],
         "--out", str(out), "--cache_dir", str(out.parent / "cache"), "--methods", "[cfg,clip]",
-        "--scales", "[0,2]", "--steps", "2", "--num_samples", "6", "--batch_size", "4",
+        "--scales", "[0,2]", "--sampler.steps", "2", "--num_samples", "6", "--batch_size", "4",
         "--wandb", "false", *extra,
     ]  # fmt: skip
 
@@ -83,8 +83,8 @@ def test_glide_table_has_clip_score_and_attribute_accuracy_rows(checkpoints, tmp
     # CFG at s = 2 batches caption and empty caption (2 rows per step); CLIP guidance runs one pass
     assert [row["nfe"] for row in rows] == [2, 4, 2, 2]
     saved = np.load(out / "samples_cfg_s2.npz")
-    test_captions = DiffusionDataModule(SHAPES).captions("test")
-    assert saved["arr_0"].shape == (6, 16, 16, 3) and set(saved["captions"]) <= set(test_captions)
+    train_captions = DiffusionDataModule(SHAPES).captions("train")  # the default reference split
+    assert saved["arr_0"].shape == (6, 16, 16, 3) and set(saved["captions"]) <= set(train_captions)
     # unguided CLIP (s = 0) is the unconditional model: the same images as CFG at s = 0
     torch.testing.assert_close(
         torch.from_numpy(np.load(out / "samples_clip_s0.npz")["arr_0"]),

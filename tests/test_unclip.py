@@ -22,7 +22,7 @@ from tiny import quiet_trainer, run_module
 import evaluate
 from lightning_diffusion.components import ContrastiveEncoder, Prior, UnclipDecoder, Upsampler
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.metrics.prior_quality import apply_linear_map, fit_linear_map, prediction_quality
 from lightning_diffusion.nets import EncoderUNet, PriorMLP, PriorTransformer, UNet
 from lightning_diffusion.pipeline import PriorStage, Unclip, image_variations, sample_unclip
@@ -96,8 +96,12 @@ CAPTIONS = [
 def test_prior_samples_unit_embeddings_that_do_not_depend_on_the_batch(unclip_checkpoints):
     prior = load_component(unclip_checkpoints["prior"], kind="prior")
     assert prior.sample_shape == (EMBED,) and prior.embed_dim == EMBED
-    together = prior.sample_embeddings(CAPTIONS, sample_generators(0, range(3)), guidance_scale=2.0, steps=4)
-    alone = prior.sample_embeddings(CAPTIONS[1:2], sample_generators(0, [1]), guidance_scale=2.0, steps=4)
+    together = prior.sample_embeddings(
+        CAPTIONS, sample_generators(0, range(3)), guidance_scale=2.0, sampler=SamplerSpec("ddim", 4)
+    )
+    alone = prior.sample_embeddings(
+        CAPTIONS[1:2], sample_generators(0, [1]), guidance_scale=2.0, sampler=SamplerSpec("ddim", 4)
+    )
     assert together.shape == (3, EMBED)
     torch.testing.assert_close(together.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(together[1:2], alone)
@@ -110,7 +114,9 @@ def test_reranking_keeps_the_candidate_most_similar_to_the_caption(unclip_checkp
     text = prior.encoder.text_embedding(CAPTIONS)
 
     def scores(candidates: int) -> torch.Tensor:
-        sampled = prior.sample_embeddings(CAPTIONS, sample_generators(0, range(3)), 1.0, candidates, steps=3)
+        sampled = prior.sample_embeddings(
+            CAPTIONS, sample_generators(0, range(3)), 1.0, candidates, SamplerSpec("ddim", 3)
+        )
         return (sampled * text).sum(dim=1)
 
     one, eight = scores(1), scores(8)
@@ -246,8 +252,8 @@ def test_missing_encoder_checkpoint_is_a_clear_error(tmp_path):
 def test_chain_samples_do_not_depend_on_the_batch_size(unclip_checkpoints):
     chain = Unclip.from_checkpoints([unclip_checkpoints["prior"], unclip_checkpoints["decoder"]])
     chain = Unclip(
-        PriorStage(chain.prior.model, 2.0, 2, steps=3),
-        Cascade([CascadeStage(chain.cascade.stages[0].model, steps=3, guidance_scale=2.0)]),
+        PriorStage(chain.prior.model, 2.0, 2, SamplerSpec("ddim", 3)),
+        Cascade([CascadeStage(chain.cascade.stages[0].model, SamplerSpec("ddim", 3), guidance_scale=2.0)]),
     )
     together = sample_unclip(chain, CAPTIONS, seed=1, batch_size=3)
     split = sample_unclip(chain, CAPTIONS, seed=1, batch_size=2)
@@ -266,8 +272,8 @@ def test_an_upsampler_after_the_decoder_makes_the_chain_a_cascade(unclip_checkpo
     path = save(perturbed(upsampler), tmp_path / "upsampler.ckpt")
     chain = Unclip.from_checkpoints([unclip_checkpoints["prior"], unclip_checkpoints["decoder"], path])
     for stage in chain.cascade.stages:
-        stage.steps = 2
-    chain.prior.steps = 2
+        stage.sampler = SamplerSpec("ddim", 2)
+    chain.prior.sampler = SamplerSpec("ddim", 2)
     together = sample_unclip(chain, CAPTIONS[:2], batch_size=2)
     apart = sample_unclip(chain, CAPTIONS[:2], batch_size=1)
     assert chain.image_shape == (3, 32, 32) and together.shape == (2, 3, 32, 32)
@@ -277,8 +283,12 @@ def test_an_upsampler_after_the_decoder_makes_the_chain_a_cascade(unclip_checkpo
 def test_image_variations_shape_and_determinism(unclip_checkpoints):
     decoder = load_component(unclip_checkpoints["decoder"], kind="denoiser")
     images = torch.rand(2, 3, 16, 16) * 2 - 1
-    first = image_variations(decoder, images, per_image=3, guidance_scale=2.0, steps=2, batch_size=4)
-    again = image_variations(decoder, images, per_image=3, guidance_scale=2.0, steps=2, batch_size=6)
+    first = image_variations(
+        decoder, images, per_image=3, guidance_scale=2.0, sampler=SamplerSpec("ddim", 2), batch_size=4
+    )
+    again = image_variations(
+        decoder, images, per_image=3, guidance_scale=2.0, sampler=SamplerSpec("ddim", 2), batch_size=6
+    )
     assert first.shape == (2, 3, 3, 16, 16)
     torch.testing.assert_close(first, again)
     assert not torch.allclose(first[:, 0], first[:, 1])
@@ -373,7 +383,7 @@ def test_prior_quality_and_variations_commands(unclip_checkpoints, tmp_path):
         "12",
         "--n_train",
         "30",
-        "--steps",
+        "--sampler.steps",
         "2",
         "--candidates",
         "1",
@@ -395,7 +405,7 @@ def test_prior_quality_and_variations_commands(unclip_checkpoints, tmp_path):
         "2",
         "--per_image",
         "2",
-        "--steps",
+        "--sampler.steps",
         "2",
         "--out",
         str(tmp_path / "variations"),

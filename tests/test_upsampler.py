@@ -11,7 +11,7 @@ from tiny import COND_DIM, digits_datamodule, quiet_trainer, tiny_denoiser
 
 from lightning_diffusion.components import Upsampler
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.guidance import ClassifierFree
 from lightning_diffusion.metrics.upsampling import UpsamplingMetrics, evaluate_upsampler
 from lightning_diffusion.nets import UNet
@@ -197,8 +197,8 @@ def cascade() -> Cascade:
     upsampler = tiny_upsampler(image_size=16, low_res_size=8, seed=4)
     return Cascade(
         [
-            CascadeStage(base, steps=3),
-            CascadeStage(upsampler, sampler="ddpm", steps=2, guidance_scale=2.0, aug_level=0.2),
+            CascadeStage(base, SamplerSpec("ddim", 3)),
+            CascadeStage(upsampler, SamplerSpec("ddpm", 2), guidance_scale=2.0, aug_level=0.2),
         ]
     )
 
@@ -247,14 +247,16 @@ def _save(model, path):
 def test_cascade_from_checkpoints_loads_a_denoiser_then_upsamplers(tmp_path):
     base = _save(tiny_denoiser(), tmp_path / "base.ckpt")
     upsampler = _save(tiny_upsampler(image_size=16, low_res_size=8), tmp_path / "up.ckpt")
-    cascade = Cascade.from_checkpoints([base, upsampler], steps=[2, 1], aug_level=0.1)
-    assert [stage.steps for stage in cascade.stages] == [2, 1]
+    cascade = Cascade.from_checkpoints(
+        [base, upsampler], sampler=[SamplerSpec("ddim", 2), SamplerSpec("ddim", 1)], aug_level=0.1
+    )
+    assert [stage.sampler.steps for stage in cascade.stages] == [2, 1]
     assert [stage.aug_level for stage in cascade.stages] == [0.0, 0.1]
     assert sample_cascade(cascade, [1, 2], seed=0).shape == (2, 1, 16, 16)
     with pytest.raises(ConfigError, match=r"of kind 'upsampler'.*not of kind 'denoiser'"):
         Cascade.from_checkpoints([upsampler, upsampler])
-    with pytest.raises(ConfigError, match="steps lists 3 values for 2 stages"):
-        Cascade.from_checkpoints([base, upsampler], steps=[1, 2, 3])
+    with pytest.raises(ConfigError, match="sampler lists 3 values for 2 stages"):
+        Cascade.from_checkpoints([base, upsampler], sampler=["ddim", "ddim", "heun"])
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -289,7 +291,9 @@ def test_consistency_of_an_exact_upsample_of_the_low_res_input_is_zero():
 
 def test_evaluate_upsampler_scores_the_upsampler_and_the_bilinear_baseline(upsampler):
     images = _batch(n=5)["image"]
-    values = evaluate_upsampler(upsampler, images, batch_size=2, steps=2, seed=0, aug_level=0.1)
+    values = evaluate_upsampler(
+        upsampler, images, batch_size=2, sampler=SamplerSpec("ddim", 2), seed=0, aug_level=0.1
+    )
     assert set(values) == {"psnr", "consistency", "bilinear_psnr", "bilinear_consistency"}
     assert all(math.isfinite(value) for value in values.values())
     with pytest.raises(ConfigError, match="real images have shape"):

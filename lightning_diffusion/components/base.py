@@ -34,8 +34,13 @@ def warmup_lambda(warmup_steps: int, total_steps: float = math.inf) -> Callable[
 def adamw_with_warmup(
     module: nn.Module, lr: float, weight_decay: float, warmup_steps: int, total_steps: float = math.inf
 ) -> dict[str, Any]:
-    """AdamW with a per-step ``warmup_lambda`` schedule, in the form ``configure_optimizers`` returns."""
-    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    """AdamW with a per-step ``warmup_lambda`` schedule, in the form ``configure_optimizers`` returns.
+
+    The update is fused into one kernel when every parameter is on a CUDA device; otherwise torch picks
+    its default (multi-tensor foreach ops on accelerators, a loop on the CPU)."""
+    parameters = list(module.parameters())
+    fused = bool(parameters) and all(parameter.is_cuda for parameter in parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(warmup_steps, total_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -115,6 +120,14 @@ class Component(Configurable, pl.LightningModule):
         (which reads ``_class_path`` from the hyperparameters to rebuild the model config)."""
         checkpoint[CHECKPOINT_KEY] = {"kind": self.component_kind, "spec": self.spec}
         checkpoint.setdefault("hyper_parameters", {})["_class_path"] = self.spec["class_path"]
+
+    def on_train_start(self) -> None:
+        """Give each DDP rank its own random stream for training draws (times, noise, condition dropout):
+        ``seed_everything`` seeds every rank alike, so rank r's j-th sample would otherwise draw the same
+        noise as every other rank's j-th sample, and a global batch of W x B would hold only B draws."""
+        rank = self.trainer.global_rank
+        if self.trainer.world_size > 1:
+            torch.manual_seed((torch.initial_seed() + rank) % 2**63)
 
     def log_quartile_means(self, means: QuartileMeans) -> None:
         """Log a ``QuartileMeans``' epoch values, the overall one on the progress bar, and reset it."""

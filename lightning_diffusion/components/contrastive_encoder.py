@@ -3,6 +3,7 @@ the embeddings the diffusion prior and the unCLIP decoder use."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 from torchmetrics import MeanMetric
 
 from lightning_diffusion.components.base import (
@@ -21,6 +23,7 @@ from lightning_diffusion.components.base import (
 )
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, noised
+from lightning_diffusion.distributed import world_size
 from lightning_diffusion.nets.text import TextEncoding
 from lightning_diffusion.registry import register
 
@@ -35,31 +38,47 @@ def no_captions(learner: str) -> ConfigError:
     )
 
 
+def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> Tensor:
+    """Int64 ids (B,) equal exactly where the captions are equal and the same in every process (the first
+    8 bytes of a BLAKE2b digest; Python's ``hash`` is salted per process), so ranks match identical
+    captions by gathering these ids instead of the strings, without a host round trip."""
+    digests = [hashlib.blake2b(caption.encode(), digest_size=8).digest() for caption in captions]
+    return torch.tensor([int.from_bytes(digest, "little", signed=True) for digest in digests], device=device)
+
+
 def same_caption(captions: Sequence[str], device: torch.device | None = None) -> Tensor:
     """Boolean (B, B) matrix: entry (i, j) is True where caption i and caption j are the same string."""
-    index = {caption: i for i, caption in enumerate(dict.fromkeys(captions))}
-    ids = torch.tensor([index[caption] for caption in captions], device=device)
+    ids = caption_ids(captions, device)
     return ids[:, None] == ids[None, :]
 
 
-def contrastive_loss(logits: Tensor, captions: Sequence[str]) -> Tensor:
-    """Symmetric InfoNCE over a batch (CLIP, Radford et al. 2021) with identical captions as positives.
+def multi_positive_infonce(scores: Tensor, positives: Tensor) -> Tensor:
+    """Mean over query rows of ``-log sum_{j in P(i)} softmax(scores_i)_j``, P(i) the True columns of
+    ``positives[i]``: the multi-positive loss L_in of Khosla et al. 2020, eq. 3, up to the constant
+    log |P(i)|, so a repeated caption is never a negative of its own duplicates."""
+    scores = scores.float()
+    matched = scores.masked_fill(~positives, -math.inf).logsumexp(dim=1)
+    return (scores.logsumexp(dim=1) - matched).mean()
 
-    ``logits[i, j]`` scores image i against caption j. Each direction's loss is
-    ``-log sum_{j in P(i)} softmax(logits_i)_j`` with P(i) the columns whose caption equals row i's
-    (the multi-positive loss L_in of Khosla et al. 2020, eq. 3, up to the constant log |P(i)|), so a
-    repeated caption is never a negative of its own duplicates: a batch of one caption repeated has
-    loss 0. With distinct captions this is CLIP's cross-entropy against the diagonal. Returns the mean
-    of image→text and text→image.
+
+def contrastive_loss(image_rows: Tensor, text_rows: Tensor, positives: Tensor) -> Tensor:
+    """Symmetric InfoNCE (CLIP, Radford et al. 2021) with identical captions as positives: the mean of
+    ``multi_positive_infonce`` over image queries and over caption queries.
+
+    ``image_rows[i, j]`` scores image i against caption j, ``text_rows[i, j]`` caption i against image j,
+    and ``positives[i, j]`` says whether query i's caption equals key j's. Within one batch these are
+    ``logits``, ``logits.T`` and ``same_caption``: a batch of one caption repeated has loss 0, and with
+    distinct captions this is CLIP's cross-entropy against the diagonal. Across processes the rows are
+    this process's queries and the columns the global batch (``ContrastiveEncoder.global_rows``).
     """
-    positives = same_caption(captions, logits.device)
-    logits = logits.float()
+    image_to_text = multi_positive_infonce(image_rows, positives)
+    return 0.5 * (image_to_text + multi_positive_infonce(text_rows, positives))
 
-    def one_direction(scores: Tensor) -> Tensor:
-        matched = scores.masked_fill(~positives, -math.inf).logsumexp(dim=1)
-        return (scores.logsumexp(dim=1) - matched).mean()
 
-    return 0.5 * (one_direction(logits) + one_direction(logits.T))
+def retrieval_hits(scores: Tensor, positives: Tensor) -> Tensor:
+    """Per-query correctness (1.0 or 0.0): whether the best-scoring column of each row is a positive."""
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    return positives[rows, scores.argmax(dim=1)].float()
 
 
 def retrieval_outcomes(logits: Tensor, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -67,10 +86,17 @@ def retrieval_outcomes(logits: Tensor, captions: Sequence[str]) -> tuple[Tensor,
     best-scoring caption reads the same as the image's own, text→image when the best-scoring image's
     caption reads the same as the query."""
     positives = same_caption(captions, logits.device)
-    rows = torch.arange(len(captions), device=logits.device)
-    image_to_text = positives[rows, logits.argmax(dim=1)].float()
-    text_to_image = positives[logits.argmax(dim=0), rows].float()
-    return image_to_text, text_to_image
+    return retrieval_hits(logits, positives), retrieval_hits(logits.T, positives)
+
+
+def gather_with_gradients(tensor: Tensor) -> Tensor:
+    """Every DDP rank's ``tensor`` concatenated along dim 0 in rank order (``tensor`` itself on one
+    process), through torch's differentiable all-gather: its backward sums every rank's gradient for a
+    rank's rows and hands the sum to that rank. Works under a Trainer, Fabric or a plain loop; every rank
+    must hold the same number of rows, as Lightning's DistributedSampler (which pads) gives."""
+    if world_size() == 1:
+        return tensor
+    return torch.cat(differentiable_all_gather(tensor.contiguous()), dim=0)
 
 
 @register("contrastive_encoder")
@@ -81,9 +107,9 @@ class ContrastiveEncoder(Component):
     The image network (e.g. ``EncoderUNet`` with ``out_dim = embed_dim``) sees images noised at
     t ~ U(0, t_max); a ``p_clean`` fraction of them stays at t = 0, because CLIP score and the prior
     embed clean images. The text network (``TextTransformer``) is projected to ``embed_dim`` without a
-    bias. ``similarity`` is what CLIP guidance differentiates. Validation reports within-batch
-    retrieval accuracy (``val/i2t``, ``val/t2i``) overall and per quartile of t with a fixed noise draw
-    per batch, the same on the clean batch (``val/i2t_clean``, ``val/t2i_clean``), and ``val/loss``.
+    bias. ``similarity`` is what CLIP guidance differentiates. Validation reports retrieval accuracy
+    over the global batch (``val/i2t``, ``val/t2i``) overall and per quartile of t with a fixed noise
+    draw per batch, the same on the clean batch (``val/i2t_clean``, ``val/t2i_clean``), and ``val/loss``.
     """
 
     def __init__(
@@ -161,9 +187,21 @@ class ContrastiveEncoder(Component):
             raise ConfigError(f"got {text.shape[0]} caption embeddings for a batch of {z.shape[0]} images.")
         return self.logit_scale * (self.image_embedding(z, t) * text.to(torch.float32)).sum(dim=-1)
 
-    def pair_logits(self, z: Tensor, t: Tensor, text: Tensor) -> Tensor:
-        """Scaled similarities (B, B) of every noised image (rows) with every text embedding (columns)."""
-        return self.logit_scale * self.image_embedding(z, t) @ text.T
+    def global_rows(
+        self, image: Tensor, text: Tensor, captions: Sequence[str]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Scaled similarities of this process's images (rows) to the captions of the global batch, of its
+        captions (rows) to the global batch's images, and which of those pairs share a caption.
+
+        The keys are every DDP rank's embeddings gathered with gradients, so InfoNCE negatives and
+        retrieval span the global batch as in CLIP (Radford et al. 2021, Fig. 3); the queries stay local.
+        Identical captions are matched across ranks by gathered ``caption_ids``, not strings. On one
+        process the three are ``logits``, ``logits.T`` and ``same_caption`` of the batch.
+        """
+        ids = caption_ids(captions, image.device)
+        all_images, all_texts, all_ids = (gather_with_gradients(tensor) for tensor in (image, text, ids))
+        scale = self.logit_scale
+        return scale * image @ all_texts.T, scale * text @ all_images.T, ids[:, None] == all_ids[None, :]
 
     @staticmethod
     def _captions(batch: Mapping[str, Any]) -> list[str]:
@@ -173,33 +211,44 @@ class ContrastiveEncoder(Component):
         return list(captions)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        """Symmetric multi-positive InfoNCE on images noised at t ~ U(0, t_max), a p_clean share at t = 0."""
+        """Symmetric multi-positive InfoNCE on images noised at t ~ U(0, t_max), a p_clean share at t = 0,
+        against the global batch.
+
+        Each of the W ranks returns L_r, the mean over its own B image and B caption queries against all
+        N = W·B keys, so Σ_r L_r = W·L with L the loss one process computes on the N pairs. The gather's
+        backward sums Σ_r ∂L_r/∂(rank k's rows) = W·∂L/∂(rank k's rows), so rank k's tower gradient is
+        W·(∂L/∂θ through its rows) and DDP's mean over ranks is Σ_k (∂L/∂θ through rank k's rows) =
+        ∂L/∂θ; the logit scale, used directly in each L_r, averages to (1/W)·Σ_r ∂L_r/∂s = ∂L/∂s. The
+        logged ``train/loss`` is the mean of the L_r over ranks, i.e. L.
+        """
         images, captions = batch["image"], self._captions(batch)
         size = images.shape[0]
         t = self.t_max * torch.rand(size, device=images.device)
         t = t.masked_fill(torch.rand(size, device=images.device) < self.p_clean, 0.0)
         z = noised(images, torch.randn_like(images), t, self.schedule)
-        loss = contrastive_loss(self.pair_logits(z, t, self.text_embedding(captions)), captions)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        rows = self.global_rows(self.image_embedding(z, t), self.text_embedding(captions), captions)
+        loss = contrastive_loss(*rows)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("train/logit_scale", self.logit_scale.detach(), batch_size=size)
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Retrieval accuracy and loss with a fixed noise draw per batch, per quartile of t and at t = 0."""
+        """Retrieval accuracy and loss over the global batch with a fixed noise draw per batch, per
+        quartile of t and at t = 0; each rank scores its own queries and the metrics sum over ranks."""
         images, captions = batch["image"], self._captions(batch)
         generator = torch.Generator(device=images.device).manual_seed(batch_idx)
         t = self.t_max * torch.rand(images.shape[0], device=images.device, generator=generator)
         noise = torch.randn(images.shape, device=images.device, generator=generator)
         text = self.text_embedding(captions)
-        logits = self.pair_logits(noised(images, noise, t, self.schedule), t, text)
-        image_to_text, text_to_image = retrieval_outcomes(logits, captions)
-        self.val_i2t.update(image_to_text, t)
-        self.val_t2i.update(text_to_image, t)
-        self.val_loss.update(contrastive_loss(logits, captions), weight=images.shape[0])
-        clean_logits = self.pair_logits(images, torch.zeros_like(t), text)
-        clean_i2t, clean_t2i = retrieval_outcomes(clean_logits, captions)
-        self.val_i2t_clean.update(clean_i2t)
-        self.val_t2i_clean.update(clean_t2i)
+        noisy = noised(images, noise, t, self.schedule)
+        image_rows, text_rows, positives = self.global_rows(self.image_embedding(noisy, t), text, captions)
+        self.val_i2t.update(retrieval_hits(image_rows, positives), t)
+        self.val_t2i.update(retrieval_hits(text_rows, positives), t)
+        self.val_loss.update(contrastive_loss(image_rows, text_rows, positives), weight=images.shape[0])
+        clean = self.image_embedding(images, torch.zeros_like(t))
+        image_rows, text_rows, positives = self.global_rows(clean, text, captions)
+        self.val_i2t_clean.update(retrieval_hits(image_rows, positives))
+        self.val_t2i_clean.update(retrieval_hits(text_rows, positives))
 
     def on_validation_epoch_end(self) -> None:
         self.log_quartile_means(self.val_i2t)

@@ -162,18 +162,28 @@ class Denoiser(Component):
             null["caption"] = [""] * batch_size
         return null
 
+    def check_condition(self, cond: Mapping[str, Any]) -> None:
+        """Refuse labels outside [0, num_classes] (num_classes is ∅). It reads the labels back to the
+        host, so it runs once per run (sampling entry, first training batch), never per network call."""
+        labels = cond.get("label")
+        if self.num_classes is None or labels is None:
+            return
+        labels = torch.as_tensor(labels)
+        if not labels.numel():
+            return
+        low, high = torch.stack([labels.min(), labels.max()]).tolist()
+        if low < 0 or high > self.null_label:
+            raise ConfigError(
+                f"labels must lie in [0, {self.num_classes - 1}] (or {self.null_label} for ∅), "
+                f"got values from {low} to {high}."
+            )
+
     def _label_vector(self, cond: Mapping[str, Any], batch_size: int) -> Tensor:
         device = self.label_embedding.weight.device
         labels = cond.get("label")
         if labels is None:
             labels = self.null_condition(batch_size, device)["label"]
-        labels = torch.as_tensor(labels, device=device)
-        if labels.numel() and (labels.min() < 0 or labels.max() > self.null_label):
-            raise ConfigError(
-                f"labels must lie in [0, {self.num_classes - 1}] (or {self.null_label} for ∅), "
-                f"got values from {labels.min().item()} to {labels.max().item()}."
-            )
-        return self.label_embedding(labels)
+        return self.label_embedding(torch.as_tensor(labels, device=device))
 
     def condition_inputs(self, cond: Mapping[str, Any] | None, batch_size: int) -> NetConditions:
         """The network inputs for ``cond``; a missing label or caption means ∅."""
@@ -198,8 +208,11 @@ class Denoiser(Component):
         return z
 
     def denoise(self, z: Tensor, t: Tensor, cond: Mapping[str, Any] | None = None) -> Tensor:
-        """D(z_t, t, x): the estimate of E[y | z_t, x]; a missing label or caption means ∅."""
-        alpha, sigma = self.schedule.alpha_sigma(t.float())
+        """D(z_t, t, x): the estimate of E[y | z_t, x]; a missing label or caption means ∅. ``t`` may
+        come from the host (a sampler's grid): it is copied to z's device without waiting, as float32
+        whatever its dtype, so a compiled network sees one input signature."""
+        t = t.to(z.device, torch.float32, non_blocking=True)
+        alpha, sigma = self.schedule.alpha_sigma(t)
         inputs = self.condition_inputs(cond, z.shape[0])
         output = self.net(self.network_input(z, cond), t, **inputs.as_kwargs())
         return denoised_from_output(output.float(), z.float(), alpha, sigma, self.prediction)
@@ -209,7 +222,9 @@ class Denoiser(Component):
         cond: dict[str, Any] = {}
         if self.num_classes is not None:
             labels = batch["label"]
-            cond["label"] = labels if drop is None else torch.where(drop, self.null_label, labels)
+            if drop is not None:
+                labels = torch.where(drop.to(labels.device, non_blocking=True), self.null_label, labels)
+            cond["label"] = labels
         if self.text_encoder is not None:
             captions = batch.get("caption")
             if captions is None:
@@ -239,9 +254,9 @@ class Denoiser(Component):
         )
 
     def training_condition(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The batch's condition with each sample's conditions dropped to ∅ with probability p_uncond."""
-        images = batch["image"]
-        drop = torch.rand(images.shape[0], device=images.device) < self.p_uncond
+        """The batch's condition with each sample's conditions dropped to ∅ with probability p_uncond.
+        The drop mask is drawn on the host, where captions are dropped, so no value is read back."""
+        drop = torch.rand(batch["image"].shape[0]) < self.p_uncond
         return self.batch_condition(batch, drop)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -265,3 +280,8 @@ class Denoiser(Component):
     def on_fit_start(self) -> None:
         """Refuse a data module whose images or classes do not match this model's configuration."""
         self.check_datamodule(self.image_shape, self.num_classes)
+
+    def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Check the labels of the run's first batch (a read-back of two numbers, once per run)."""
+        if self.global_step == 0 and batch_idx == 0:
+            self.check_condition(batch)

@@ -30,17 +30,17 @@ from lightning_diffusion.components.frozen_encoder import FrozenEncoderUser, loa
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import (
     CosineSchedule,
+    SamplerSpec,
     denoised_from_output,
     randn,
     random_time_loss,
-    run_sampler,
     sample_generators,
 )
 from lightning_diffusion.diffusion.parameterization import check_prediction
 from lightning_diffusion.guidance import ClassifierFree, GuidedDenoiser
 from lightning_diffusion.registry import register
 
-VALIDATION_STEPS = 25  # DDIM steps of the embeddings sampled for val/cosine
+VALIDATION_SAMPLER = SamplerSpec("ddim", 25)  # how the embeddings for val/cosine are sampled
 
 
 def check_candidates(candidates: int) -> int:
@@ -123,7 +123,8 @@ class Prior(FrozenEncoderUser, Component):
                 f"the prior takes text embeddings of shape ({z.shape[0]}, {self.embed_dim}), got "
                 f"{tuple(text_embedding.shape)}; embed the captions with the prior's own encoder."
             )
-        alpha, sigma = self.schedule.alpha_sigma(t.float())
+        t = t.to(z.device, torch.float32, non_blocking=True)  # a sampler's grid comes from the host
+        alpha, sigma = self.schedule.alpha_sigma(t)
         output = self.net(z, t, text_embedding.to(z.device), encoding.tokens, encoding.mask)
         return denoised_from_output(output.float(), z.float(), alpha, sigma, self.prediction)
 
@@ -134,14 +135,13 @@ class Prior(FrozenEncoderUser, Component):
         generators: Sequence[torch.Generator],
         guidance_scale: float = 1.0,
         candidates: int = 1,
-        sampler: str = "ddim",
-        steps: int = 50,
-        eta: float = 0.0,
+        sampler: SamplerSpec | str = "ddim",
     ) -> Tensor:
         """Unit-norm image embeddings (B, embed_dim) for ``captions``, sampled with classifier-free
         guidance at ``guidance_scale``; with ``candidates`` k > 1 each caption gets k samples and keeps
-        the one with the highest C_T · C_I (DALL-E 2, Sec. 2.2). Caption i's candidates draw all their
-        noise from ``generators[i]``, so a sample does not depend on the batch it is drawn in."""
+        the one with the highest C_T · C_I (DALL-E 2, Sec. 2.2), ``sampler`` a spec or a solver name.
+        Caption i's candidates draw all their noise from ``generators[i]``, so a sample does not depend
+        on the batch it is drawn in."""
         check_candidates(candidates)
         if len(captions) != len(generators):
             raise ConfigError(f"got {len(captions)} captions for {len(generators)} generators.")
@@ -153,7 +153,7 @@ class Prior(FrozenEncoderUser, Component):
         }
         noise = randn(repeated, self.sample_shape).to(text.device)
         guided = GuidedDenoiser(self, ClassifierFree(guidance_scale), cond)
-        samples = run_sampler(sampler, guided, noise, self.schedule, steps, repeated, eta)
+        samples = SamplerSpec.of(sampler).sample(guided, noise, self.schedule, repeated)
         embeddings = F.normalize(samples.float(), dim=-1).view(len(captions), candidates, -1)
         best = (embeddings * text[:, None]).sum(dim=-1).argmax(dim=1)
         return embeddings[torch.arange(len(captions), device=best.device), best]
@@ -195,7 +195,7 @@ class Prior(FrozenEncoderUser, Component):
         self.val_loss.update(losses, t)
         true = F.normalize(y, dim=-1)
         generators = sample_generators(batch_idx, range(len(captions)), y.device)
-        sampled = self.sample_embeddings(captions, generators, steps=VALIDATION_STEPS)
+        sampled = self.sample_embeddings(captions, generators, sampler=VALIDATION_SAMPLER)
         self.val_cosine.update((sampled * true).sum(dim=-1))
         self.val_cosine_text.update((self.encoder.text_embedding(captions) * true).sum(dim=-1))
 

@@ -21,7 +21,12 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, noised, randn
 from lightning_diffusion.nets.blocks import NoiseLevelEmbedding
 from lightning_diffusion.registry import register
-from lightning_diffusion.resampling import check_downsample_mode, downsample_images, upsample_images
+from lightning_diffusion.resampling import (
+    check_aug_level,
+    check_downsample_mode,
+    downsample_images,
+    upsample_images,
+)
 
 
 @register("upsampler")
@@ -117,7 +122,8 @@ class Upsampler(Denoiser):
         self, low_res: Tensor, level: float | Tensor, generators: Sequence[torch.Generator]
     ) -> Tensor:
         """Noise ``low_res`` to augmentation level ``level`` on the diffusion schedule (Ho et al. 2021,
-        Sec. 3), sample i's noise drawn from ``generators[i]``; pass the same level as ``aug_level``."""
+        Sec. 3), sample i's noise drawn from ``generators[i]``; pass the same level as ``aug_level``.
+        A number is checked here; a tensor of levels is trusted (reading it back would stall the device)."""
         levels = self._levels(level, low_res.shape[0], low_res.device)
         noise = randn(generators, low_res.shape[1:]).to(low_res.device, low_res.dtype)
         return noised(low_res, noise, levels, self.schedule)
@@ -127,23 +133,23 @@ class Upsampler(Denoiser):
     ) -> dict[str, Tensor]:
         """The sampling-time condition for ``low_res``: the image noised at augmentation ``level`` and
         that level per sample (``"low_res"``, ``"aug_level"``)."""
-        levels = torch.full((low_res.shape[0],), float(level), device=low_res.device)
+        levels = self._levels(float(level), low_res.shape[0], low_res.device)
         return {"low_res": self.augment_low_res(low_res, levels, generators), "aug_level": levels}
 
-    def _levels(self, level: float | Tensor | None, batch_size: int, device: torch.device) -> Tensor:
-        """Per-sample augmentation levels (B,) from a number, a (B,) tensor or None (0: clean)."""
-        levels = torch.as_tensor(0.0 if level is None else level, dtype=torch.float32, device=device)
+    @staticmethod
+    def _levels(level: float | Tensor | None, batch_size: int, device: torch.device) -> Tensor:
+        """Per-sample augmentation levels (B,) from a number (range-checked on the host), a (B,) tensor
+        or None (0: clean). Per network call this reads nothing back from the device: levels made by
+        ``low_res_condition`` or training are in range by construction."""
+        if level is None or isinstance(level, (int, float)):
+            return torch.full((batch_size,), check_aug_level(float(level or 0.0)), device=device)
+        levels = level.to(device, torch.float32, non_blocking=True)
         if levels.ndim == 0:
             levels = levels.expand(batch_size)
         if levels.shape != (batch_size,):
             raise ConfigError(
                 f"aug_level must be a number or one level per sample ({batch_size},), "
                 f"got shape {tuple(levels.shape)}."
-            )
-        if levels.numel() and (levels.min() < 0 or levels.max() > 1):
-            raise ConfigError(
-                f"aug_level is a diffusion time in [0, 1], got values from {levels.min().item():g} "
-                f"to {levels.max().item():g}."
             )
         return levels
 

@@ -1,5 +1,6 @@
 """The diffusion math, free of Lightning: noise process, parameterisations, loss and samplers."""
 
+from lightning_diffusion.diffusion.grids import GRIDS, noise_grid
 from lightning_diffusion.diffusion.loss import diffusion_loss, loss_weight, noised, random_time_loss
 from lightning_diffusion.diffusion.noise import randn, sample_generators, sample_seed
 from lightning_diffusion.diffusion.parameterization import (
@@ -10,37 +11,43 @@ from lightning_diffusion.diffusion.parameterization import (
     score_from_denoised,
 )
 from lightning_diffusion.diffusion.samplers import (
-    SAMPLERS,
-    check_sampler,
-    check_steps,
+    SOLVERS,
+    Denoised,
     ddim,
     ddpm,
+    dpmpp_2m,
+    dpmpp_2m_sde,
+    edm,
     heun,
-    network_evaluations,
-    run_sampler,
+    unipc,
 )
 from lightning_diffusion.diffusion.schedule import CosineSchedule
+from lightning_diffusion.diffusion.spec import SamplerSpec
 
 __all__ = [
+    "GRIDS",
     "PREDICTIONS",
-    "SAMPLERS",
+    "SOLVERS",
     "CosineSchedule",
-    "check_sampler",
-    "check_steps",
+    "Denoised",
+    "SamplerSpec",
     "ddim",
     "ddpm",
     "denoised_from_output",
     "denoised_from_score",
     "diffusion_loss",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "edm",
     "eps_from_denoised",
     "heun",
     "loss_weight",
-    "network_evaluations",
+    "noise_grid",
     "noised",
     "randn",
     "random_time_loss",
-    "run_sampler",
     "sample_generators",
     "sample_seed",
     "score_from_denoised",
+    "unipc",
 ]

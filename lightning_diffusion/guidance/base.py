@@ -70,10 +70,17 @@ class Guidance(ABC):
 
 
 class GuidedDenoiser:
-    """Binds model, guidance and condition into the ``(z, t) -> D`` callable samplers take."""
+    """Binds model, guidance and condition into the ``(z, t) -> D`` callable samplers take.
+
+    Built once per sampling run: it resets the guidance's state and lets a model that can (one with
+    ``check_condition``, e.g. the denoiser's label range) refuse a bad condition here, once, instead of
+    reading values back from the device at every step."""
 
     def __init__(self, model: DiffusionModel, guidance: Guidance, cond: Condition) -> None:
         self.model, self.guidance, self.cond = model, guidance, cond
+        check_condition = getattr(model, "check_condition", None)
+        if check_condition is not None:
+            check_condition(cond)
         guidance.reset()
 
     def __call__(self, z: Tensor, t: Tensor) -> Tensor:

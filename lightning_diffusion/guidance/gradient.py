@@ -49,6 +49,7 @@ class GradientGuidance(Guidance):
         if self.scale == 0.0:
             return self.base.guide(model, z, t, cond)
         self.check_condition(cond)
+        t = t.to(z.device, non_blocking=True)
         guided = self.base.guide(model, z, t, cond)
         gradient = input_gradient(lambda zz, tt: self.log_likelihood(zz, tt, cond), z, t)
         alpha, sigma = model.schedule.alpha_sigma(t)

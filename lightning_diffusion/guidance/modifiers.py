@@ -50,7 +50,12 @@ class GuidanceInterval(Modifier):
 
     Outside the interval: the inner method's ``unguided`` estimate, one pass (the plain conditional
     D(z | x) for CFG, the unconditional base for CLIP guidance). A batch on one side of the interval
-    costs exactly one call of its kind; a batch straddling it is split per sample."""
+    costs exactly one call of its kind (for CFG: 2B rows inside, B outside, two static shapes); a batch
+    straddling it is split per sample.
+
+    Choosing the branch needs the noise level on the host. A sampler that keeps its time grid on the
+    host and passes ``t`` there costs nothing; the inner method then gets ``t`` on the device of ``z``
+    (an asynchronous copy). A ``t`` on an accelerator is read back once per step (a synchronisation)."""
 
     def __init__(self, inner: Guidance, sigma_min: float, sigma_max: float) -> None:
         if not 0.0 <= sigma_min < sigma_max:
@@ -68,10 +73,13 @@ class GuidanceInterval(Modifier):
 
     def guide(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
         inside = self.inside(model, t).expand(z.shape[0])
-        if inside.all():
+        t = t.to(z.device, non_blocking=True)
+        all_inside, any_inside = torch.stack([inside.all(), inside.any()]).tolist()
+        if all_inside:
             return self.inner.guide(model, z, t, cond)
-        if not inside.any():
+        if not any_inside:
             return self.inner.unguided(model, z, t, cond)
+        inside = inside.to(z.device, non_blocking=True)
         guided = self.inner.guide(model, z[inside], t[inside], select_condition(cond, inside))
         plain = self.inner.unguided(model, z[~inside], t[~inside], select_condition(cond, ~inside))
         references = (guided.reference, plain.reference)

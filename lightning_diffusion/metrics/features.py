@@ -1,20 +1,26 @@
-"""Feature extractors for sample metrics: the project's evaluator, or Inception-V3 via torch-fidelity.
+"""Feature extractors for sample metrics, chosen by name: the project's evaluator, or Inception-V3 via
+torch-fidelity exactly as the reference FID computes it.
 
 An extractor maps images in [-1, 1] to ``features`` (N, D) for FID and precision/recall and to
-``logits`` (N, K) for the Inception Score and class accuracy.
+``logits`` (N, K) for the Inception Score and class accuracy. Its ``name`` identifies the network and
+its weights (a digest of the weights file), so cached real-data features never outlive the weights.
+Adding an extractor is one entry in ``FEATURES``.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
 
 from lightning_diffusion.config import ConfigError
-
-INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
 
 class FeatureExtractor(Protocol):
@@ -23,6 +29,12 @@ class FeatureExtractor(Protocol):
     name: str
 
     def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def file_digest(path: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a file: the identity of a weights file in cache keys."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
 
 
 class EvaluatorFeatures:
@@ -38,28 +50,31 @@ class EvaluatorFeatures:
 
 
 class InceptionFeatures:
-    """Inception-V3 pool features (2048) and logits (1008) through torch-fidelity, from a local weights file.
+    """Inception-V3 pool features (2048) and logits (1008) through torch-fidelity, as the reference FID.
 
-    Images are mapped to uint8 RGB and resized by torch-fidelity as in the reference TensorFlow FID.
+    Images are mapped to uint8 RGB and resized by torch-fidelity as the TensorFlow FID does. Weights come
+    from ``weights_path``, else torch-fidelity downloads them once into torch's hub cache.
     """
 
-    def __init__(self, weights_path: str | Path | None) -> None:
-        if weights_path is None or not Path(weights_path).is_file():
-            from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-
-            raise ConfigError(
-                f"Inception-V3 features need its weights as a local file, and {weights_path!r} is not one. "
-                f"Download {URL_INCEPTION_V3} on a machine with internet, copy it here and pass its path "
-                "as inception_weights (or use the evaluator features, the default)."
-            )
+    def __init__(self, weights_path: str | Path | None = None) -> None:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        self.model = FeatureExtractorInceptionV3(
-            "inception-v3-compat",
-            ["2048", "logits_unbiased"],
-            feature_extractor_weights_path=str(weights_path),
-        ).eval()
-        self.name = f"inception-v3:{Path(weights_path).name}"
+        if weights_path is not None and not Path(weights_path).is_file():
+            raise ConfigError(
+                f"--inception_weights {str(weights_path)!r} is not a file; pass the path of torch-fidelity's "
+                f"Inception-V3 weights ({inception_weights_url()}), or leave it out to download them."
+            )
+        try:
+            self.model = FeatureExtractorInceptionV3(
+                "inception-v3-compat",
+                ["2048", "logits_unbiased"],
+                feature_extractor_weights_path=None if weights_path is None else str(weights_path),
+            ).eval()
+        except OSError as error:  # urllib's URLError, timeouts and refused connections are all OSErrors
+            if weights_path is not None:
+                raise
+            raise ConfigError(inception_download_failed(error)) from None
+        self.name = f"inception-v3:{file_digest(weights_path or hub_weights_file())}"
 
     @torch.no_grad()
     def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,6 +83,75 @@ class InceptionFeatures:
         self.model.to(images.device)
         features, logits = self.model(uint8)
         return features, logits
+
+
+def inception_weights_url() -> str:
+    """Where torch-fidelity downloads its Inception-V3 weights from."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return URL_INCEPTION_V3
+
+
+def hub_weights_file() -> Path:
+    """Where torch's hub cache keeps the downloaded Inception-V3 weights (and looks for them first)."""
+    name = Path(urlparse(inception_weights_url()).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def inception_download_failed(error: OSError) -> str:
+    """The one-paragraph way out when the Inception-V3 weights are neither given nor downloadable."""
+    return (
+        f"Inception-V3 features need torch-fidelity's weights, and downloading them failed ({error}). "
+        f"Either download {inception_weights_url()} on a machine with internet and pass the file with "
+        f"--inception_weights PATH (or copy it to {hub_weights_file()}, where torch's hub cache looks "
+        "first), or run once where the network reaches github.com so that torch-fidelity caches it there "
+        "(set TORCH_HOME to choose the cache folder)."
+    )
+
+
+@dataclass
+class FeatureInputs:
+    """What an extractor may be built from: the loaded evaluator with its checkpoint path, and a local
+    Inception-V3 weights file (None: download into the hub cache)."""
+
+    evaluator: nn.Module | None = None
+    evaluator_path: str | Path | None = None
+    inception_weights: str | Path | None = None
+
+    @cached_property
+    def evaluator_features(self) -> EvaluatorFeatures | None:
+        """The evaluator as an extractor (one object however often asked), or None without one."""
+        if self.evaluator is None or self.evaluator_path is None:
+            return None
+        return EvaluatorFeatures(self.evaluator, f"evaluator:{file_digest(self.evaluator_path)}")
+
+
+def _evaluator(inputs: FeatureInputs) -> FeatureExtractor:
+    if inputs.evaluator_features is None:
+        raise ConfigError(
+            "features 'evaluator' need an evaluator: pass --evaluator PATH (train one with python train.py "
+            "fit --config configs/<data>/evaluator.yaml), or choose --features inception."
+        )
+    if inputs.inception_weights is not None:
+        raise ConfigError("--inception_weights is for --features inception; pass both or neither.")
+    return inputs.evaluator_features
+
+
+def _inception(inputs: FeatureInputs) -> FeatureExtractor:
+    return InceptionFeatures(inputs.inception_weights)
+
+
+FEATURES: dict[str, Callable[[FeatureInputs], FeatureExtractor]] = {
+    "evaluator": _evaluator,
+    "inception": _inception,
+}
+
+
+def build_features(name: str, inputs: FeatureInputs) -> FeatureExtractor:
+    """The extractor registered as ``name`` in ``FEATURES``, built from ``inputs``."""
+    if name not in FEATURES:
+        raise ConfigError(f"unknown features {name!r}; choose from {', '.join(FEATURES)}.")
+    return FEATURES[name](inputs)
 
 
 def identity_features(num_features: int) -> nn.Module:

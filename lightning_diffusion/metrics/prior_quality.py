@@ -21,7 +21,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lightning_diffusion.components.contrastive_encoder import retrieval_outcomes
 from lightning_diffusion.components.prior import Prior
-from lightning_diffusion.diffusion import sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.metrics.features import identity_features
 from lightning_diffusion.metrics.sample_metrics import NEIGHBOURHOOD
 
@@ -88,7 +88,7 @@ def sampled_embeddings(
     captions: Sequence[str],
     guidance_scale: float,
     candidates: int,
-    steps: int,
+    sampler: SamplerSpec | str,
     seed: int,
     batch_size: int,
 ) -> Tensor:
@@ -98,9 +98,7 @@ def sampled_embeddings(
     for start in range(0, len(captions), batch_size):
         batch = list(captions[start : start + batch_size])
         generators = sample_generators(seed, range(start, start + len(batch)), device)
-        parts.append(
-            prior.sample_embeddings(batch, generators, guidance_scale, candidates, steps=steps).cpu()
-        )
+        parts.append(prior.sample_embeddings(batch, generators, guidance_scale, candidates, sampler).cpu())
     return torch.cat(parts)
 
 
@@ -110,7 +108,7 @@ def prior_quality(
     train: tuple[Tensor, Sequence[str]],
     scales: Sequence[float] = (1.0,),
     candidates: Sequence[int] = (1,),
-    steps: int = 50,
+    sampler: SamplerSpec | str = "ddim",
     seed: int = 0,
     batch_size: int = 250,
     test_labels: Tensor | None = None,
@@ -134,7 +132,7 @@ def prior_quality(
     ]
     for scale in scales:
         for count in candidates:
-            predicted = sampled_embeddings(prior, test_captions, scale, count, steps, seed, batch_size)
+            predicted = sampled_embeddings(prior, test_captions, scale, count, sampler, seed, batch_size)
             rows.append(
                 {
                     "predictor": "prior",

@@ -5,8 +5,10 @@ ranks, and every rank must call ``compute`` (it is a collective).
 - Inception Score (Salimans et al. 2016) from extractor logits, one split, so it does not depend on
   the order in which ranks gather samples.
 - Precision / recall (Kynkäänniemi et al. 2019, k = 3 nearest neighbours): torch-fidelity's formula on
-  the features gathered from all ranks.
-- Class accuracy: argmax of the extractor logits against the conditioning label.
+  all N generated and all real features gathered from all ranks, in blocks of ``PR_BLOCK`` rows, so
+  memory stays at PR_BLOCK x N distances (2 GB at N = 50,000) rather than N x N (10 GB per matrix);
+  its cost is four N x N x D distance passes.
+- Class accuracy: the fraction of samples the evaluator reads as their conditioning label.
 - CLIP score (text sweeps): mean of per-sample scores from a separately trained contrastive encoder.
 - Attribute accuracy (text sweeps): mean fraction of a caption's attributes the evaluator reads back.
 """
@@ -17,7 +19,7 @@ import math
 import warnings
 
 from torch import Tensor, nn
-from torch_fidelity.metric_prc import calculate_precision_recall_full
+from torch_fidelity.metric_prc import calculate_precision_recall_part
 from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
@@ -25,6 +27,7 @@ from torchmetrics.image.inception import InceptionScore
 from lightning_diffusion.metrics.features import identity_features
 
 NEIGHBOURHOOD = 3
+PR_BLOCK = 10000  # rows of the distance matrices held at once by precision/recall
 
 
 class SampleMetrics(nn.Module):
@@ -50,17 +53,17 @@ class SampleMetrics(nn.Module):
         self,
         features: Tensor,
         logits: Tensor,
-        labels: Tensor | None,
+        class_correct: Tensor | None = None,
         clip_scores: Tensor | None = None,
         attribute_correct: Tensor | None = None,
     ) -> None:
-        """Add generated samples: their features, logits, (if conditional) conditioning labels, and
-        (text sweeps) per-sample CLIP scores and fractions of attributes read back correctly."""
+        """Add generated samples: their features and logits, and per sample (where measured) whether
+        the evaluator reads it as its label, its CLIP score and the fraction of its attributes read back."""
         self.fid.update(features, real=False)
         self.inception_score.update(logits.float())
         self.generated_features.update(features.float())
         for metric, values in (
-            (self.class_accuracy, None if labels is None else (logits.argmax(dim=1) == labels).float()),
+            (self.class_accuracy, class_correct),
             (self.clip_score, clip_scores),
             (self.attribute_accuracy, attribute_correct),
         ):
@@ -73,7 +76,7 @@ class SampleMetrics(nn.Module):
         unconditional samples) is None."""
         generated = self.generated_features.compute().reshape(-1, self.fid.fake_features_sum.shape[0])
         real = self.real_features.compute().reshape(-1, generated.shape[1])
-        precision, recall = calculate_precision_recall_full(generated, real, self.neighbourhood)
+        precision, recall = calculate_precision_recall_part(generated, real, self.neighbourhood, PR_BLOCK)
         return {
             "fid": float(self.fid.compute()),
             "inception_score": float(self.inception_score.compute()[0]),

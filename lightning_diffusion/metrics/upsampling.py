@@ -18,7 +18,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from lightning_diffusion.components.upsampler import Upsampler
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import sample_generators
+from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.guidance import ClassifierFree
 from lightning_diffusion.resampling import downsample_images, upsample_images
 from lightning_diffusion.sampling import generate
@@ -55,8 +55,7 @@ def evaluate_upsampler(
     upsampler: Upsampler,
     images: Tensor,
     batch_size: int = 64,
-    sampler: str = "ddim",
-    steps: int = 50,
+    sampler: SamplerSpec | str = "ddim",
     seed: int = 0,
     aug_level: float = 0.0,
     labels: Tensor | None = None,
@@ -87,7 +86,7 @@ def evaluate_upsampler(
         cond = upsampler.low_res_condition(low_res, aug_level, generators)
         if labels is not None:
             cond["label"] = labels[start : start + batch_size].to(device)
-        output = generate(upsampler, guidance, generators, cond, sampler, steps)
+        output = generate(upsampler, guidance, generators, cond, sampler)
         metrics["upsampler"].update(output, target, low_res)
         metrics["bilinear"].update(upsample_images(low_res, target.shape[-2:]), target, low_res)
     values = metrics["upsampler"].compute()

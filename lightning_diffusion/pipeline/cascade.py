@@ -1,6 +1,6 @@
 """Cascaded diffusion (Ho et al. 2021): a base denoiser at low resolution followed by SR3 upsamplers.
 
-Each stage samples with its own sampler, steps and classifier-free guidance scale; an upsampler stage
+Each stage samples with its own sampler spec and classifier-free guidance scale; an upsampler stage
 takes the previous stage's output (clamped to [-1, 1]) as its low-res condition, noised at the stage's
 ``aug_level`` (Gaussian conditioning augmentation, Sec. 3). Every random draw of sample i, in every stage,
 comes from generator i, so a sample does not depend on the batch it is drawn in.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.components.upsampler import Upsampler
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import check_sampler, check_steps
+from lightning_diffusion.diffusion import SamplerSpec
 from lightning_diffusion.guidance import Condition, build_guidance
 from lightning_diffusion.registry import load_component
 from lightning_diffusion.resampling import check_aug_level
@@ -31,18 +31,15 @@ from lightning_diffusion.sampling import CountingModel, generate, labels_for, sa
 class CascadeStage:
     """One stage and how to sample it: ``guidance_scale`` is classifier-free guidance on the stage's
     label/caption (1 = plain conditional), ``aug_level`` the augmentation level of an upsampler's
-    low-res input (0 = clean; the base stage has none)."""
+    low-res input (0 = clean; the base stage has none); ``sampler`` a spec or a solver name."""
 
     model: Denoiser
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
     guidance_scale: float = 1.0
     aug_level: float = 0.0
 
     def __post_init__(self) -> None:
-        check_sampler(self.sampler)
-        check_steps(self.steps)
+        self.sampler = SamplerSpec.of(self.sampler)
         check_aug_level(self.aug_level)
 
 
@@ -117,9 +114,7 @@ class Cascade:
     def from_checkpoints(
         cls,
         paths: Sequence[str | Path],
-        sampler: str | Sequence[str] = "ddim",
-        steps: int | Sequence[int] = 50,
-        eta: float | Sequence[float] = 0.0,
+        sampler: SamplerSpec | str | Sequence[SamplerSpec | str] = "ddim",
         guidance_scale: float | Sequence[float] = 1.0,
         aug_level: float | Sequence[float] = 0.0,
         map_location: torch.device | str = "cpu",
@@ -139,8 +134,6 @@ class Cascade:
         settings = zip(
             models,
             _per_stage(sampler, count, "sampler"),
-            _per_stage(steps, count, "steps"),
-            _per_stage(eta, count, "eta"),
             _per_stage(guidance_scale, count, "guidance_scale"),
             levels,
             strict=True,
@@ -192,9 +185,7 @@ class Cascade:
                 images = images.to(next(stage.model.parameters()).device)
                 stage_cond.update(stage.model.low_res_condition(images, stage.aug_level, generators))
             guidance = build_guidance("cfg", stage.guidance_scale)
-            images = generate(
-                counter, guidance, generators, stage_cond, stage.sampler, stage.steps, stage.eta
-            ).clamp(-1, 1)
+            images = generate(counter, guidance, generators, stage_cond, stage.sampler).clamp(-1, 1)
         return images
 
 

@@ -9,7 +9,7 @@ from generator i, so a sample does not depend on the batch it is drawn in.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from lightning_diffusion.components.base import same_weights
 from lightning_diffusion.components.prior import Prior, check_candidates
 from lightning_diffusion.components.unclip_decoder import UnclipDecoder
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.diffusion import check_sampler, check_steps
+from lightning_diffusion.diffusion import SamplerSpec
 from lightning_diffusion.guidance import ClassifierFree, Condition
 from lightning_diffusion.pipeline.cascade import Cascade
 from lightning_diffusion.registry import load_component
@@ -29,24 +29,22 @@ from lightning_diffusion.sampling import generate, sample_in_batches
 @dataclass
 class PriorStage:
     """The prior and how to sample it: CFG ``guidance_scale`` on the caption, and ``candidates`` k
-    embeddings per caption of which the one with the highest C_T · C_I is kept."""
+    embeddings per caption of which the one with the highest C_T · C_I is kept, sampled with
+    ``sampler`` (a spec or a solver name)."""
 
     model: Prior
     guidance_scale: float = 1.0
     candidates: int = 1
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
 
     def __post_init__(self) -> None:
-        check_sampler(self.sampler)
-        check_steps(self.steps)
+        self.sampler = SamplerSpec.of(self.sampler)
         check_candidates(self.candidates)
 
     def embeddings(self, captions: Sequence[str], generators: Sequence[torch.Generator]) -> Tensor:
         """Unit-norm image embeddings (B, embed_dim) sampled for ``captions``."""
         return self.model.sample_embeddings(
-            captions, generators, self.guidance_scale, self.candidates, self.sampler, self.steps, self.eta
+            captions, generators, self.guidance_scale, self.candidates, self.sampler
         )
 
 
@@ -161,8 +159,7 @@ def image_variations(
     images: Tensor,
     per_image: int,
     guidance_scale: float = 1.0,
-    sampler: str = "ddim",
-    steps: int = 50,
+    sampler: SamplerSpec | str = "ddim",
     seed: int = 0,
     batch_size: int = 64,
 ) -> Tensor:
@@ -175,7 +172,7 @@ def image_variations(
     embeddings = decoder.clean_image_embedding(images.to(device)).repeat_interleave(per_image, dim=0)
     guidance = ClassifierFree(guidance_scale)
     samples = sample_in_batches(
-        lambda generators, cond: generate(decoder, guidance, generators, cond, sampler, steps),
+        lambda generators, cond: generate(decoder, guidance, generators, cond, sampler),
         {"image_embedding": embeddings},
         len(embeddings),
         device,
