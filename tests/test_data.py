@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import struct
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from PIL import Image
 
 from lightning_diffusion.config import ConfigError, instantiate
 from lightning_diffusion.data import (
+    CIFAR10,
     DataSource,
     DiffusionDataModule,
     Digits,
     FashionMNIST,
+    ImageFiles,
     ImageFolder,
     ImageSet,
     TorchvisionDataset,
@@ -147,8 +150,10 @@ def test_real_fashion_mnist() -> None:
 
 
 def test_torchvision_dataset_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="MNIST, CIFAR10"):
+    with pytest.raises(ConfigError, match=r"known ones are: MNIST .*CIFAR10 for CIFAR-10"):
         TorchvisionDataset("SVHN")
+    with pytest.raises(ConfigError, match=r"lightning_diffusion\.data\.CIFAR10"):
+        TorchvisionDataset("CIFAR10")
     source = TorchvisionDataset("MNIST", data_dir=str(tmp_path))
     assert source.name == "mnist"
     with pytest.raises(ConfigError, match="download: true"):
@@ -174,8 +179,9 @@ def test_image_folder_errors(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"dog/002\.png"):
         ImageFolder(str(folder), captions_file="captions.json").load("train")
     _write_png(folder / "dog" / "003.png", (9, 9, 9), size=(8, 5))
-    with pytest.raises(ConfigError, match="image_size"):
-        ImageFolder(str(folder)).load("train")
+    mixed = ImageFolder(str(folder)).load("train").images  # listed at once, read one at a time
+    with pytest.raises(ConfigError, match=r"003\.png is 5x8\); set image_size"):
+        [mixed[index] for index in range(len(mixed))]
     assert ImageFolder(str(folder), image_size=4).load("train").images.shape == (5, 3, 4, 4)
     with pytest.raises(ConfigError, match="does not exist"):
         ImageFolder(str(tmp_path / "missing")).load("train")
@@ -284,3 +290,63 @@ def test_downsample_to_box_filters_the_full_size_images_like_an_upsampler_condit
     assert low.reference_id() != full.reference_id()
     with pytest.raises(ConfigError, match="downsample_to 3 must divide the 8x8 images"):
         DiffusionDataModule(Digits(), downsample_to=3).setup("fit")
+
+
+def test_image_folder_lists_at_setup_and_decodes_only_the_images_asked_for(
+    tmp_path: Path, monkeypatch
+) -> None:
+    for index in range(12):
+        _write_png(tmp_path / f"c{index % 3}" / f"{index:02d}.png", (index, 0, 0))
+    decoded: list[int] = []
+    read = ImageFiles.__getitem__
+    monkeypatch.setattr(
+        ImageFiles, "__getitem__", lambda self, index: decoded.append(index) or read(self, index)
+    )
+    datamodule = DiffusionDataModule(
+        ImageFolder(str(tmp_path), image_size=4), batch_size=4, val_fraction=0.25
+    )
+    datamodule.setup("fit")
+    assert datamodule.image_shape == (3, 4, 4) and decoded == []
+    images = datamodule.real_images("val", 2)
+    assert images.shape == (2, 3, 4, 4) and images.dtype == torch.float32 and len(decoded) == 2
+    assert datamodule.labels("train").tolist() == [0] * 3 + [1] * 3 + [2] * 3  # 3 of 12 held out
+
+
+def test_loaders_turn_uint8_items_into_float_batches_in_workers_with_gpu_settings() -> None:
+    datamodule = DiffusionDataModule(batch_size=8, num_workers=2, prefetch_factor=3, eval_batch_size=5)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    assert loader.persistent_workers and loader.prefetch_factor == 3 and not loader.pin_memory  # no CUDA
+    assert datamodule._dataset("val")[0]["image"].dtype == torch.uint8  # items stay uint8 until a batch
+    in_workers = next(iter(datamodule.val_dataloader()))["image"]
+    torch.testing.assert_close(in_workers, datamodule.real_images("val", 5))
+    assert DiffusionDataModule(pin_memory=True).train_dataloader().pin_memory
+
+
+def test_random_flip_mirrors_training_batches_only() -> None:
+    plain = DiffusionDataModule(batch_size=64, val_fraction=0.0)
+    flipped = DiffusionDataModule(batch_size=64, val_fraction=0.0, random_flip=True)
+    torch.manual_seed(0)
+    batch, same = next(iter(plain.train_dataloader())), next(iter(flipped.train_dataloader()))
+    assert torch.equal(batch["label"], same["label"])
+    mirrored = [not torch.equal(a, b) for a, b in zip(batch["image"], same["image"], strict=True)]
+    for a, b, flip in zip(batch["image"], same["image"], mirrored, strict=True):
+        assert torch.equal(b, a.flip(-1) if flip else a)
+    assert 10 < sum(mirrored) < 54  # about half of 64
+    assert torch.equal(plain.real_images("train", 8), flipped.real_images("train", 8))
+
+
+def test_cifar10_missing_and_corrupt_batches_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"lacks data_batch_1, .*download: true"):
+        CIFAR10(str(tmp_path)).load("train")
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(ConfigError, match="cannot read the CIFAR-10 batch"):
+        CIFAR10(str(tmp_path)).load("test")
+
+    (folder / "test_batch").write_bytes(
+        pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]})
+    )
+    with pytest.raises(ConfigError, match=r"uint8 array \(N, 3072\)"):
+        CIFAR10(str(tmp_path)).load("test")

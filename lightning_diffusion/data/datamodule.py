@@ -1,4 +1,4 @@
-"""The LightningDataModule every component trains on: a data source as in-memory [-1, 1] tensors.
+"""The LightningDataModule every component trains on: a data source's uint8 items as [-1, 1] batches.
 
 Batches follow the project's contract: ``"image"`` float (B, C, H, W) in [-1, 1], ``"label"`` long
 (B,), ``"caption"`` list[str] only when the source has captions, and ``"attributes"`` long (B, A) only
@@ -7,10 +7,12 @@ when it has attributes (e.g. ``Shapes``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from lightning_diffusion.config import ConfigError, instantiate
 from lightning_diffusion.data.sources import DataSource, Digits, ImageSet
@@ -26,53 +28,109 @@ CAPTIONED_SOURCES = (
 
 
 class ImageDictDataset(Dataset):
-    """Items ``{"image", "label"[, "caption"][, "attributes"]}`` from prepared tensors, so default
-    collate gives batches."""
+    """Items ``{"image", "label"[, "caption"][, "attributes"]}`` of a source split (those at ``indices``
+    when given), with uint8 images read one at a time: ``BatchTransform`` makes them batches."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        captions: list[str] | None,
-        attributes: torch.Tensor | None = None,
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.captions = captions
-        self.attributes = attributes
+    def __init__(self, data: ImageSet, indices: torch.Tensor | None = None) -> None:
+        self.data = data
+        self.indices = torch.arange(len(data)) if indices is None else indices
 
-    @classmethod
-    def select(
-        cls, images: torch.Tensor, data: ImageSet, indices: torch.Tensor | None = None
-    ) -> ImageDictDataset:
-        """Prepared ``images`` with the labels, captions and attributes of ``data`` (those at ``indices``
-        when given; ``images`` are already selected)."""
-        if indices is None:
-            return cls(images, data.labels, data.captions, data.attributes)
-        captions = None if data.captions is None else [data.captions[i] for i in indices.tolist()]
-        attributes = None if data.attributes is None else data.attributes[indices]
-        return cls(images, data.labels[indices], captions, attributes)
+    @property
+    def labels(self) -> torch.Tensor:
+        """The labels of the items, in order."""
+        return self.data.labels[self.indices]
+
+    @property
+    def captions(self) -> list[str] | None:
+        """The captions of the items, in order, or None when the source has none."""
+        captions = self.data.captions
+        return None if captions is None else [captions[i] for i in self.indices.tolist()]
+
+    @property
+    def attributes(self) -> torch.Tensor | None:
+        """The attributes (N, A) of the items, in order, or None when the source has none."""
+        return None if self.data.attributes is None else self.data.attributes[self.indices]
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.indices)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
-        item: dict[str, torch.Tensor | str] = {"image": self.images[index], "label": self.labels[index]}
-        if self.captions is not None:
-            item["caption"] = self.captions[index]
-        if self.attributes is not None:
-            item["attributes"] = self.attributes[index]
+        source_index = int(self.indices[index])
+        data = self.data
+        item: dict[str, torch.Tensor | str] = {
+            "image": data.images[source_index],
+            "label": data.labels[source_index],
+        }
+        if data.captions is not None:
+            item["caption"] = data.captions[source_index]
+        if data.attributes is not None:
+            item["attributes"] = data.attributes[source_index]
         return item
 
 
+class BatchTransform:
+    """The collate function of every loader: stacks items, then turns their uint8 images into float
+    in [-1, 1] at ``size`` (padding with -1 or resizing), shrunk to ``downsample_to`` and, when
+    ``flip``, mirrored left-right with probability 1/2 each. It runs per batch in the DataLoader
+    workers, so no split is ever converted as a whole."""
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        resize: str = "pad",
+        downsample_to: int | None = None,
+        downsample: str = "area",
+        flip: bool = False,
+    ) -> None:
+        self.size = size
+        self.resize = resize
+        self.downsample_to = downsample_to
+        self.downsample = downsample
+        self.flip = flip
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = default_collate(items)
+        batch["image"] = self.images(batch["image"])
+        return batch
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) to the float (B, C, h, w) images of batches."""
+        result = self._full_size(images.to(torch.float32).div_(127.5).sub_(1.0))
+        if self.downsample_to is not None:
+            result = downsample_images(result, self.downsample_to, self.downsample)
+        if self.flip:
+            mirrored = torch.rand(len(result)) < 0.5
+            result[mirrored] = result[mirrored].flip(-1)
+        return result
+
+    def _full_size(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] padded (with -1, the background) or resized to ``size``."""
+        height, width = self.size
+        if images.shape[-2:] == (height, width):
+            return images
+        if self.resize == "pad":
+            top, left = (height - images.shape[-2]) // 2, (width - images.shape[-1]) // 2
+            padding = (left, width - images.shape[-1] - left, top, height - images.shape[-2] - top)
+            return F.pad(images, padding, value=-1.0)
+        resized = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True)
+        return resized.clamp_(-1.0, 1.0)
+
+
 class DiffusionDataModule(pl.LightningDataModule):
-    """Loads a data source once, converts it to [-1, 1] at ``image_size``, and splits off validation.
+    """Serves a data source as batches in [-1, 1] at ``image_size`` and splits off validation.
 
     The source's train split is divided into train and val (``val_fraction`` of it, chosen with
-    ``seed``); its test split is the test set. ``resize="pad"`` pads smaller images with -1 (the
-    background), ``resize="resize"`` rescales them bilinearly. ``downsample_to`` then shrinks them by
-    ``downsample`` (area: box filter) to the low resolution a cascade's base stage learns, exactly as an
-    upsampler trained on the full-size data makes its low-res condition.
+    ``seed``); its test split is the test set. Items stay uint8 (in memory for the small sources, read
+    from files for an ``ImageFolder``) and each batch is converted on its own (``BatchTransform``):
+    ``resize="pad"`` pads smaller images with -1 (the background), ``resize="resize"`` rescales them
+    bilinearly; ``downsample_to`` then shrinks them by ``downsample`` (area: box filter) to the low
+    resolution a cascade's base stage learns, exactly as an upsampler trained on the full-size data
+    makes its low-res condition. ``random_flip`` mirrors training images left-right (DDPM, ADM).
+
+    Loader settings that keep a GPU fed: ``num_workers`` processes read and convert batches,
+    ``pin_memory`` (None: on when the trainer runs on CUDA) pages them for fast copies,
+    ``persistent_workers`` keeps the workers between epochs and ``prefetch_factor`` batches per worker
+    are read ahead (torch's default when None); the last two apply only with workers.
     """
 
     def __init__(
@@ -87,6 +145,10 @@ class DiffusionDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         downsample_to: int | None = None,
         downsample: str = "area",
+        random_flip: bool = False,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
         check_downsample_mode(downsample)
@@ -97,7 +159,11 @@ class DiffusionDataModule(pl.LightningDataModule):
                 f"val_fraction must lie in [0, 1) (the share of the train split held out for "
                 f"validation), got {val_fraction}."
             )
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("prefetch_factor", prefetch_factor),
+        ):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}.")
         if image_size is not None and image_size < 1:
@@ -114,6 +180,10 @@ class DiffusionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.downsample_to = downsample_to
         self.downsample = downsample
+        self.random_flip = random_flip
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.prefetch_factor = prefetch_factor
         self.save_hyperparameters(
             {
                 "source": self.source.spec,
@@ -126,6 +196,10 @@ class DiffusionDataModule(pl.LightningDataModule):
                 "num_workers": num_workers,
                 "downsample_to": downsample_to,
                 "downsample": downsample,
+                "random_flip": random_flip,
+                "pin_memory": pin_memory,
+                "persistent_workers": persistent_workers,
+                "prefetch_factor": prefetch_factor,
             }
         )
         self._loaded: dict[str, ImageSet] = {}
@@ -184,25 +258,11 @@ class DiffusionDataModule(pl.LightningDataModule):
         """Attribute name -> value names (that batches' ``"attributes"`` index), or None if there are none."""
         return self._source_split("train").attribute_values
 
-    def _transform(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) to float in [-1, 1] at ``image_shape``."""
-        full_size = self._full_size(images)
-        if self.downsample_to is None:
-            return full_size
-        return downsample_images(full_size, self.image_shape[-1], self.downsample)  # checks the factor
-
-    def _full_size(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) to float in [-1, 1], padded or resized to ``image_size``."""
+    def batch_transform(self, flip: bool = False) -> BatchTransform:
+        """The collate function that makes this data's batches (``flip``: with random mirroring)."""
         _, height, width = self._full_size_shape
-        result = images.to(torch.float32).div_(127.5).sub_(1.0)
-        if result.shape[-2:] == (height, width):
-            return result
-        if self.resize == "pad":
-            top, left = (height - result.shape[-2]) // 2, (width - result.shape[-1]) // 2
-            padding = (left, width - result.shape[-1] - left, top, height - result.shape[-2] - top)
-            return F.pad(result, padding, value=-1.0)
-        resized = F.interpolate(result, size=(height, width), mode="bilinear", antialias=True)
-        return resized.clamp_(-1.0, 1.0)
+        self.image_shape  # noqa: B018 (checks that downsample_to divides the size)
+        return BatchTransform((height, width), self.resize, self.downsample_to, self.downsample, flip)
 
     def _train_val_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Sorted train and val indices into the source's train split, chosen with ``seed``."""
@@ -218,31 +278,43 @@ class DiffusionDataModule(pl.LightningDataModule):
         return order[val_count:].sort().values, order[:val_count].sort().values
 
     def _dataset(self, split: str) -> ImageDictDataset:
-        """The prepared dataset of "train", "val" or "test", built once."""
+        """The items of "train", "val" or "test", listed once (images are read per item)."""
         if split not in ("train", "val", "test"):
             raise ConfigError(f"unknown split {split!r}; use 'train', 'val' or 'test'.")
         if split not in self._datasets:
             if split == "test":
-                source = self._source_split("test")
-                self._datasets["test"] = ImageDictDataset.select(self._transform(source.images), source)
+                self._datasets["test"] = ImageDictDataset(self._source_split("test"))
             else:
                 source = self._source_split("train")
-                images = self._transform(source.images)
                 for name, indices in zip(("train", "val"), self._train_val_indices(), strict=True):
-                    self._datasets[name] = ImageDictDataset.select(images[indices], source, indices)
+                    self._datasets[name] = ImageDictDataset(source, indices)
         return self._datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
         """Prepare the splits ``stage`` needs (all of them when ``stage`` is None)."""
+        self.batch_transform()  # size checks before any worker starts
         for split in STAGE_SPLITS.get(stage, ("train", "val", "test")):
             self._dataset(split)
 
-    def _loader(self, split: str, batch_size: int, **kwargs: object) -> DataLoader:
+    def _uses_cuda(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, dataset: Dataset, batch_size: int, flip: bool = False, **kwargs: Any) -> DataLoader:
+        workers = self.num_workers
+        pin_memory = self._uses_cuda() if self.pin_memory is None else self.pin_memory
+        worker_options = (
+            {"persistent_workers": self.persistent_workers, "prefetch_factor": self.prefetch_factor}
+            if workers > 0
+            else {}
+        )
         return DataLoader(
-            self._dataset(split),
+            dataset,
             batch_size=batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            collate_fn=self.batch_transform(flip),
+            pin_memory=pin_memory,
+            **worker_options,
             **kwargs,
         )
 
@@ -250,8 +322,9 @@ class DiffusionDataModule(pl.LightningDataModule):
         """Shuffled (seeded by ``seed``) train batches, dropping a last partial batch when one is full."""
         dataset = self._dataset("train")
         return self._loader(
-            "train",
+            dataset,
             self.batch_size,
+            flip=self.random_flip,
             shuffle=True,
             generator=torch.Generator().manual_seed(self.seed),
             drop_last=len(dataset) >= self.batch_size,
@@ -259,35 +332,38 @@ class DiffusionDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in a fixed order."""
-        return self._loader("val", self.eval_batch_size)
+        return self._loader(self._dataset("val"), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in a fixed order."""
-        return self._loader("test", self.eval_batch_size)
+        return self._loader(self._dataset("test"), self.eval_batch_size)
 
     def real_images(self, split: str, n: int | None = None) -> torch.Tensor:
-        """The first ``n`` (all when None; fewer if the split is smaller) images of a split, in [-1, 1]."""
-        images = self._dataset(split).images
-        return images if n is None else images[:n]
+        """The first ``n`` (all when None; fewer if the split is smaller) images of a split, in [-1, 1]:
+        only those are read, in batches through the same loader path as training."""
+        dataset = self._dataset(split)
+        count = len(dataset) if n is None else min(n, len(dataset))
+        first = Subset(dataset, range(count))
+        batches = [batch["image"] for batch in self._loader(first, self.eval_batch_size)]
+        return torch.cat(batches) if batches else torch.empty(0, *self.image_shape)
 
     def labels(self, split: str, n: int | None = None) -> torch.Tensor:
         """The labels matching ``real_images(split, n)``."""
-        labels = self._dataset(split).labels
-        return labels if n is None else labels[:n]
+        return self._dataset(split).labels[:n]
 
     def captions(self, split: str, n: int | None = None) -> list[str]:
         """The captions matching ``real_images(split, n)``; a ConfigError when the source has none."""
         captions = self._dataset(split).captions
         if captions is None:
             raise ConfigError(f"the data source {self.source.name} has no captions; use {CAPTIONED_SOURCES}.")
-        return captions if n is None else captions[:n]
+        return captions[:n]
 
     def attributes(self, split: str, n: int | None = None) -> torch.Tensor:
         """The attributes (N, A) matching ``real_images(split, n)``; a ConfigError if the source has none."""
         attributes = self._dataset(split).attributes
         if attributes is None:
             raise ConfigError(f"the data source {self.source.name} has no attributes; use Shapes.")
-        return attributes if n is None else attributes[:n]
+        return attributes[:n]
 
     def vocabulary(self) -> list[str]:
         """The sorted words of the source's train-split captions: the ``vocab`` of a text encoder for it."""

@@ -1,20 +1,20 @@
-"""Data sources: where labelled (optionally captioned) images come from, as uint8 tensors.
+"""Data sources: where labelled (optionally captioned) images come from, as uint8 images.
 
 A source is ``Configurable`` so a checkpoint records which data a model was trained on; ``load``
-returns a whole split in memory as an ``ImageSet``. The datamodule turns that into batches.
+returns a split as an ``ImageSet``: labels and captions in memory, images either in memory (the small
+data sets) or read on access (``ImageReader``, e.g. files decoded in DataLoader workers). The datamodule
+turns items into batches.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from PIL import Image
 
 from lightning_diffusion.config import ConfigError, Configurable
 from lightning_diffusion.data.idx import read_idx_pair
@@ -22,12 +22,33 @@ from lightning_diffusion.data.idx import read_idx_pair
 SPLITS = ("train", "test")
 
 
+class ImageReader(Protocol):
+    """Images read one at a time on access (so a split needs no memory per image): ``reader[i]`` is
+    uint8 (C, H, W), ``shape`` is (N, C, H, W) and ``dtype`` is ``torch.uint8``, as for a tensor."""
+
+    dtype: torch.dtype
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(N, C, H, W) of the whole split."""
+        ...
+
+    def __len__(self) -> int:
+        """N."""
+        ...
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Image ``index`` as uint8 (C, H, W)."""
+        ...
+
+
 @dataclass
 class ImageSet:
-    """One split of a source: uint8 images (N, C, H, W), long labels (N,), class names, captions, and
-    attributes: long (N, A) indices into the value names ``attribute_values`` lists per attribute name."""
+    """One split of a source: uint8 images (N, C, H, W) in memory or read on access, long labels (N,),
+    class names, captions, and attributes: long (N, A) indices into the value names ``attribute_values``
+    lists per attribute name."""
 
-    images: torch.Tensor
+    images: torch.Tensor | ImageReader
     labels: torch.Tensor
     class_names: list[str]
     captions: list[str] | None = None
@@ -35,7 +56,7 @@ class ImageSet:
     attribute_values: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        if self.images.dtype != torch.uint8 or len(self.images.shape) != 4:
             raise ValueError(
                 f"ImageSet images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} "
                 f"with shape {tuple(self.images.shape)}"
@@ -91,7 +112,7 @@ class DataSource(Configurable):
         raise NotImplementedError
 
 
-def _from_numpy(images: np.ndarray, labels: Any, class_names: list[str]) -> ImageSet:
+def image_set_from_numpy(images: np.ndarray, labels: Any, class_names: list[str]) -> ImageSet:
     """Build an ImageSet from uint8 (N, H, W) or (N, H, W, C) images and integer labels."""
     array = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     return ImageSet(
@@ -139,7 +160,7 @@ class Digits(DataSource):
     def _load(self, split: str) -> ImageSet:
         images, labels, test = _digits()
         keep = test if split == "test" else ~test
-        return _from_numpy(images[keep], labels[keep], [str(d) for d in range(10)])
+        return image_set_from_numpy(images[keep], labels[keep], [str(d) for d in range(10)])
 
 
 FASHION_MNIST_CLASSES = [
@@ -160,7 +181,7 @@ FASHION_MNIST_FILES = {
 }
 
 
-def _torchvision_data(cls_name: str, data_dir: str, split: str, download: bool) -> Any:
+def open_torchvision_dataset(cls_name: str, data_dir: str, split: str, download: bool) -> Any:
     """Open a torchvision dataset, or return None when its files are missing (or the download failed)."""
     import torchvision.datasets
 
@@ -193,8 +214,8 @@ class FashionMNIST(DataSource):
         paths = [Path(self.root) / file for file in FASHION_MNIST_FILES[split]]
         if all(path.is_file() for path in paths):
             images, labels = read_idx_pair(*paths)
-            return _from_numpy(images, labels, FASHION_MNIST_CLASSES)
-        dataset = _torchvision_data("FashionMNIST", self.data_dir, split, self.download)
+            return image_set_from_numpy(images, labels, FASHION_MNIST_CLASSES)
+        dataset = open_torchvision_dataset("FashionMNIST", self.data_dir, split, self.download)
         if dataset is None:
             raise ConfigError(
                 f"Fashion-MNIST files were not found in {self.root!r} (expected "
@@ -203,20 +224,27 @@ class FashionMNIST(DataSource):
                 "dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) or set "
                 "download: true on a machine with internet access."
             )
-        return _from_numpy(dataset.data.numpy(), dataset.targets, FASHION_MNIST_CLASSES)
+        return image_set_from_numpy(dataset.data.numpy(), dataset.targets, FASHION_MNIST_CLASSES)
 
 
-TORCHVISION_DATASETS = {"MNIST": "mnist", "CIFAR10": "cifar10"}
+TORCHVISION_DATASETS = {"MNIST": "mnist"}
+OWN_SOURCES = {"CIFAR10": "CIFAR10", "FashionMNIST": "FashionMNIST"}  # data sets with a source of their own
 
 
 class TorchvisionDataset(DataSource):
-    """A torchvision dataset by class name (MNIST or CIFAR10), stored under ``data_dir``."""
+    """A torchvision dataset by class name (MNIST), stored under ``data_dir``."""
 
     def __init__(self, name: str, data_dir: str = "data", download: bool = False) -> None:
+        if name in OWN_SOURCES:
+            raise ConfigError(
+                f"{name} has a source of its own: use class_path: lightning_diffusion.data."
+                f"{OWN_SOURCES[name]} (it reads torchvision's files too)."
+            )
         if name not in TORCHVISION_DATASETS:
             raise ConfigError(
                 f"unknown torchvision dataset {name!r}; the known ones are: "
-                f"{', '.join(TORCHVISION_DATASETS)} (use FashionMNIST for Fashion-MNIST)."
+                f"{', '.join(TORCHVISION_DATASETS)} (use CIFAR10 for CIFAR-10, FashionMNIST for "
+                "Fashion-MNIST, ImageFolder for a folder of images)."
             )
         self.dataset_name = name
         self.data_dir = data_dir
@@ -224,11 +252,11 @@ class TorchvisionDataset(DataSource):
 
     @property
     def name(self) -> str:
-        """``"mnist"`` or ``"cifar10"``."""
+        """``"mnist"``."""
         return TORCHVISION_DATASETS[self.dataset_name]
 
     def _load(self, split: str) -> ImageSet:
-        dataset = _torchvision_data(self.dataset_name, self.data_dir, split, self.download)
+        dataset = open_torchvision_dataset(self.dataset_name, self.data_dir, split, self.download)
         if dataset is None:
             raise ConfigError(
                 f"the {self.dataset_name} files were not found in {self.data_dir!r}"
@@ -237,135 +265,4 @@ class TorchvisionDataset(DataSource):
             )
         data = dataset.data
         images = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-        return _from_numpy(images, dataset.targets, dataset.classes)
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-
-
-class ImageFolder(DataSource):
-    """Images in one sub-folder per class (``root/<class>/<image>``), optionally captioned.
-
-    Class names are the sorted sub-folder names. When ``root`` has both ``train/`` and ``test/``
-    sub-folders, each holds a split laid out as above; otherwise both splits are the whole folder.
-    ``captions_file`` (relative to ``root`` or absolute) is a JSON object mapping each image's path
-    relative to ``root`` (e.g. ``"cat/001.png"`` or ``"train/cat/001.png"``) to its caption.
-    """
-
-    def __init__(
-        self, root: str, image_size: int | None = None, channels: int = 3, captions_file: str | None = None
-    ) -> None:
-        if channels not in (1, 3):
-            raise ConfigError(f"ImageFolder channels must be 1 (grey) or 3 (RGB), got {channels}.")
-        if image_size is not None and image_size < 1:
-            raise ConfigError(
-                f"ImageFolder image_size must be a positive number of pixels, got {image_size}."
-            )
-        self.root = root
-        self.image_size = image_size
-        self.channels = channels
-        self.captions_file = captions_file
-
-    @property
-    def name(self) -> str:
-        """``"folder:<root>"``."""
-        return f"folder:{self.root}"
-
-    def _split_dir(self, split: str) -> Path:
-        root = Path(self.root)
-        if not root.is_dir():
-            raise ConfigError(
-                f"image folder {self.root!r} does not exist; set root to a folder holding one "
-                "sub-folder of images per class."
-            )
-        if (root / "train").is_dir() and (root / "test").is_dir():
-            return root / split
-        return root
-
-    def _class_names(self, directory: Path) -> list[str]:
-        names = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not names:
-            raise ConfigError(
-                f"image folder {str(directory)!r} has no class sub-folders; put each class's images "
-                "in its own sub-folder (<root>/<class>/<image>)."
-            )
-        return names
-
-    def _read(self, path: Path) -> np.ndarray:
-        """One image as uint8 (C, H, W), converted to the channel count and resized if asked."""
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L" if self.channels == 1 else "RGB")
-                if self.image_size is not None:
-                    size = (self.image_size, self.image_size)
-                    image = image.resize(size, Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot read image {str(path)!r} ({error}); remove or replace it.") from None
-        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-    def _captions(self) -> dict[str, str]:
-        path = Path(self.root) / self.captions_file
-        try:
-            captions = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ConfigError(
-                f"cannot read captions file {str(path)!r} ({error}); it must be a JSON object mapping "
-                "image paths relative to root to captions."
-            ) from None
-        if not isinstance(captions, dict) or not all(isinstance(c, str) for c in captions.values()):
-            raise ConfigError(
-                f"captions file {str(path)!r} must be a JSON object mapping image paths relative to "
-                'root (e.g. "cat/001.png") to caption strings.'
-            )
-        return captions
-
-    def _load(self, split: str) -> ImageSet:
-        directory = self._split_dir(split)
-        class_names = self._class_names(directory)
-        if split == "test" and directory != Path(self.root):
-            train_names = self._class_names(Path(self.root) / "train")
-            if class_names != train_names:
-                raise ConfigError(
-                    f"the test classes {class_names} of {self.root!r} differ from its train classes "
-                    f"{train_names}; give train/ and test/ the same class sub-folders."
-                )
-        files = [
-            (path, label)
-            for label, class_name in enumerate(class_names)
-            for path in sorted((directory / class_name).iterdir())
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not files:
-            raise ConfigError(
-                f"image folder {str(directory)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
-                "in its class sub-folders; add some or point root elsewhere."
-            )
-        arrays = [self._read(path) for path, _ in files]
-        shapes = {array.shape for array in arrays}
-        if len(shapes) > 1:
-            first = arrays[0].shape
-            other = next(i for i, a in enumerate(arrays) if a.shape != first)
-            raise ConfigError(
-                f"the images in {str(directory)!r} have different sizes (e.g. {files[0][0].name} is "
-                f"{first[1]}x{first[2]}, {files[other][0].name} is {arrays[other].shape[1]}x"
-                f"{arrays[other].shape[2]}); set image_size to resize them all to one square size."
-            )
-        captions = None
-        if self.captions_file is not None:
-            table = self._captions()
-            keys = [path.relative_to(self.root).as_posix() for path, _ in files]
-            missing = [key for key in keys if key not in table]
-            if missing:
-                raise ConfigError(
-                    f"{len(missing)} images in {self.root!r} have no caption in {self.captions_file!r} "
-                    f"(e.g. {', '.join(missing[:5])}); add an entry for each image, keyed by its path "
-                    "relative to root."
-                )
-            captions = [table[key] for key in keys]
-        return ImageSet(
-            images=torch.from_numpy(np.stack(arrays)),
-            labels=torch.tensor([label for _, label in files], dtype=torch.long),
-            class_names=class_names,
-            captions=captions,
-        )
+        return image_set_from_numpy(images, dataset.targets, dataset.classes)
