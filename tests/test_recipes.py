@@ -12,8 +12,10 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from test_inception import write_random_inception_weights
 from tiny import REPO
 
+import evaluate
 import train
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.data import CIFAR10, DiffusionDataModule, ImageFolder
@@ -123,20 +125,10 @@ def stand_in_data(config: Path, cifar_dir: Path, imagenet_root: Path) -> list[st
     ]
 
 
-def evaluate_takes_features() -> bool:
-    import evaluate
-
-    return "features" in {action.dest for action in evaluate.build_parser()._actions}
-
-
 @pytest.mark.parametrize("config", RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")
 def test_recipe_parses_and_builds(config, cifar_dir, imagenet_root, tmp_path):
     content = yaml.safe_load(config.read_text())
     if "model" not in content:  # an evaluate.py sweep config
-        if not evaluate_takes_features():
-            pytest.skip("evaluate.py has no --features option yet (it comes with the Inception metrics)")
-        import evaluate
-
         args = evaluate.build_parser().parse_args(
             ["--config", str(config), "--denoiser", "d.ckpt", "--out", "o"]
         )
@@ -196,6 +188,31 @@ def test_imagenet64_recipe_at_full_size_trains_two_steps_on_a_stand_in(imagenet_
     assert fit_two_steps(IMAGENET_DENOISER, tmp_path / "run", *extra) == 2
 
 
+SWEEPS = {
+    "cifar10": (CIFAR_DENOISER, []),
+    "imagenet64": (IMAGENET_DENOISER, NARROW_IMAGENET_NET),
+}
+
+
+@pytest.mark.parametrize("data", sorted(SWEEPS))
+def test_recipe_sweep_runs_sixteen_inception_samples_on_a_stand_in(data, cifar_dir, imagenet_root, tmp_path):
+    """The recipe's own sweep config (Inception features, training-split reference) on a two-step model,
+    with only N, the steps and the scales cut down: rows complete, class accuracy null (no evaluator)."""
+    denoiser, narrow = SWEEPS[data]
+    fit_two_steps(denoiser, tmp_path / "run", *stand_in_data(denoiser, cifar_dir, imagenet_root), *narrow)
+    weights = write_random_inception_weights(tmp_path / "inception.pth")
+    rows = evaluate.main([
+        "--config", str(REPO / "configs" / data / "sweep.yaml"), "--methods", "[cfg]", "--scales", "[2.0]",
+        "--denoiser", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--inception_weights", weights,
+        "--num_samples", "16", "--num_real", "16", "--batch_size", "16", "--sampler.steps", "2",
+        "--out", str(tmp_path / "sweep"), "--cache_dir", str(tmp_path / "cache"), "--wandb", "false",
+    ])  # fmt: skip
+    assert [(row["method"], row["scale"], row["nfe"]) for row in rows] == [("cfg", 2.0, 4.0)]
+    assert all(rows[0][key] is not None for key in ("fid", "inception_score", "precision", "recall"))
+    assert rows[0]["class_accuracy"] is None
+    assert (tmp_path / "sweep" / "curves.png").is_file()
+
+
 def test_cifar10_stand_in_reads_as_torchvision_lays_it_out(cifar_dir):
     train_split, test_split = CIFAR10(str(cifar_dir)).load("train"), CIFAR10(str(cifar_dir)).load("test")
     assert train_split.images.shape == (40, 3, 32, 32) and test_split.images.shape == (10, 3, 32, 32)
@@ -239,9 +256,6 @@ def test_class_conditional_recipe_on_a_one_class_folder_says_the_class_counts_di
 
 
 def test_gpu_overlay_keeps_the_recipe_ema_and_feeds_the_gpu(cifar_dir, tmp_path):
-    callbacks = pytest.importorskip("callbacks")
-    if not hasattr(callbacks, "GPUSpeedups"):
-        pytest.skip("callbacks.GPUSpeedups (the GPU speed callback) is not in this branch yet")
     overlay = REPO / "configs" / "trainer" / "gpu.yaml"
     on_cpu = ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]  # parsed as on a GPU node, built here
     args = ["--config", str(CIFAR_DENOISER), "--config", str(overlay), *quiet(tmp_path), *on_cpu]
