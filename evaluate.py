@@ -297,7 +297,7 @@ def run(args: Any) -> list[dict[str, Any]]:
         models,
         settings,
         args.out,
-        real_images=lambda n: datamodule.real_images(settings.real_split, n),
+        real_batches=lambda n: datamodule.real_batches(settings.real_split, n),
         reference_id=datamodule.reference_id(),
         cache_dir=args.cache_dir,
         log_row=wandb_row_logger(wandb_run) if wandb_run is not None else None,

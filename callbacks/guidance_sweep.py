@@ -72,7 +72,7 @@ class GuidanceSweep(pl.Callback):
             models,
             self.settings,
             out,
-            real_images=lambda n: datamodule.real_images(self.settings.real_split, n),
+            real_batches=lambda n: datamodule.real_batches(self.settings.real_split, n),
             reference_id=datamodule.reference_id(),
             cache_dir=self.cache_dir,
             log_row=wandb_row_logger(run) if run is not None else None,

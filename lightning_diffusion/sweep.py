@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -265,7 +265,7 @@ def reference_key(
 
 
 def reference_features(
-    real_images: Callable[[], Tensor],
+    real_batches: Callable[[], Iterable[Tensor]],
     extractor: FeatureExtractor,
     cache_file: Path,
     batch_size: int,
@@ -278,11 +278,11 @@ def reference_features(
         if cache_file.is_file():
             log.info("reference features: cache hit (0 real images encoded), %s", cache_file)
         else:
-            images = real_images()
             features = torch.cat(
                 [
-                    extractor.features_and_logits(batch.to(device))[0].float().cpu()
-                    for batch in images.split(batch_size)
+                    extractor.features_and_logits(chunk.to(device))[0].float().cpu()
+                    for batch in real_batches()
+                    for chunk in batch.split(batch_size)
                 ]
             )
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +336,7 @@ def run_sweep(
     models: SweepModels,
     settings: SweepSettings,
     out: str | Path,
-    real_images: Callable[[int], Tensor],
+    real_batches: Callable[[int], Iterable[Tensor]],
     reference_id: Any,
     cache_dir: str | Path,
     log_row: Callable[[dict[str, Any], Path], None] | None = None,
@@ -345,9 +345,10 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run every (method, scale) row not yet in ``out/sweep.json``; return all rows.
 
-    ``real_images(n)`` returns n real images of the reference split; ``reference_id`` identifies that
-    data (source spec) in the cache key. ``prompts`` says what samples are conditioned on (default:
-    uniform labels over the evaluator's classes). Every rank must call this (metrics are collectives).
+    ``real_batches(n)`` yields n real images of the reference split, batch by batch; ``reference_id``
+    identifies that data (source spec) in the cache key. ``prompts`` says what samples are conditioned
+    on (default: uniform labels over the evaluator's classes). Every rank must call this (metrics are
+    collectives).
     """
     settings.validate()
     prompts = prompts or Prompts(num_classes=models.num_classes)
@@ -361,7 +362,7 @@ def run_sweep(
         reference_id, denoiser.image_shape, settings.real_split, models.extractor.name, num_real
     )
     real = reference_features(
-        lambda: real_images(num_real),
+        lambda: real_batches(num_real),
         models.extractor,
         Path(cache_dir) / f"real_{key}.pt",
         settings.batch_size,

@@ -350,3 +350,11 @@ def test_cifar10_missing_and_corrupt_batches_say_what_to_do(tmp_path: Path) -> N
     )
     with pytest.raises(ConfigError, match=r"uint8 array \(N, 3072\)"):
         CIFAR10(str(tmp_path)).load("test")
+
+
+def test_real_batches_stream_the_images_real_images_returns():
+    """A sweep's reference set streams: batches of at most eval_batch_size, together real_images."""
+    datamodule = DiffusionDataModule(eval_batch_size=4)
+    batches = list(datamodule.real_batches("test", 10))
+    assert [len(batch) for batch in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat(batches), datamodule.real_images("test", 10))

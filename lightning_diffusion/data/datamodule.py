@@ -7,6 +7,7 @@ when it has attributes (e.g. ``Shapes``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -338,13 +339,18 @@ class DiffusionDataModule(pl.LightningDataModule):
         """Test batches in a fixed order."""
         return self._loader(self._dataset("test"), self.eval_batch_size)
 
-    def real_images(self, split: str, n: int | None = None) -> torch.Tensor:
-        """The first ``n`` (all when None; fewer if the split is smaller) images of a split, in [-1, 1]:
-        only those are read, in batches through the same loader path as training."""
+    def real_batches(self, split: str, n: int | None = None) -> Iterator[torch.Tensor]:
+        """The first ``n`` (all when None; fewer if the split is smaller) images of a split, in [-1, 1],
+        batch by batch: only those are read, through the same loader path as training, and no more than
+        one batch is held at a time (a 50,000-image reference set streams)."""
         dataset = self._dataset(split)
         count = len(dataset) if n is None else min(n, len(dataset))
-        first = Subset(dataset, range(count))
-        batches = [batch["image"] for batch in self._loader(first, self.eval_batch_size)]
+        for batch in self._loader(Subset(dataset, range(count)), self.eval_batch_size):
+            yield batch["image"]
+
+    def real_images(self, split: str, n: int | None = None) -> torch.Tensor:
+        """``real_batches(split, n)`` as one tensor (N, C, H, W)."""
+        batches = list(self.real_batches(split, n))
         return torch.cat(batches) if batches else torch.empty(0, *self.image_shape)
 
     def labels(self, split: str, n: int | None = None) -> torch.Tensor:
