@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_diffusion.components import Component
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.data import DiffusionDataModule
-from lightning_diffusion.registry import discover
+from lightning_diffusion.registry import check_component_name, discover
 
 
 def checkpoint_dir(default_root_dir: str | None) -> str:
@@ -59,9 +60,30 @@ class DiffusionCLI(LightningCLI):
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
 
 
+def configured_models(args: list[str]) -> list[str]:
+    """The component names a command line configures (``--model NAME``, ``--model.class_path NAME``, and
+    ``model:`` in each ``--config`` file), so a typo is refused before jsonargparse reports it as a bad
+    import path."""
+    names = []
+    for index, arg in enumerate(args):
+        option, equals, value = arg.partition("=")
+        if not equals:
+            value = args[index + 1] if index + 1 < len(args) else ""
+        is_file = Path(value).is_file()
+        if option in ("--model", "--model.class_path") and value and not is_file:
+            names.append(value)
+        elif option == "--config" and is_file:
+            content = yaml.safe_load(Path(value).read_text())
+            model = content.get("model") if isinstance(content, dict) else None
+            names.append(model.get("class_path") if isinstance(model, dict) else model)
+    return [name for name in names if isinstance(name, str)]
+
+
 def main(args: list[str] | None = None, run: bool = True) -> DiffusionCLI:
     """Build the CLI (importing every registered component first, so short class names resolve)."""
     discover()
+    for name in configured_models(sys.argv[1:] if args is None else args):
+        check_component_name(name)
     return DiffusionCLI(
         Component,
         DiffusionDataModule,

@@ -8,8 +8,9 @@ its classes itself. ``load_component`` rebuilds any component from its checkpoin
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from lightning_diffusion.config import ConfigError, class_path_of, instantiate
+from lightning_diffusion.config import ConfigError, class_path_of, import_class, instantiate
 
 if TYPE_CHECKING:
     from lightning_diffusion.components.base import Component
@@ -92,6 +93,12 @@ def list_components() -> list[ComponentInfo]:
     ]
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """" (did you mean X?)" for the known name closest to a mistyped ``name``, or "" when none is close."""
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
 def get_component(kind: str, name: str) -> type:
     """The class registered as ``name`` (or with that ``class_path``) under ``kind``."""
     _check_kind(kind)
@@ -101,7 +108,28 @@ def get_component(kind: str, name: str) -> type:
             return cls
     known = ", ".join(sorted(_registry[kind])) or "none"
     raise ConfigError(
-        f"no {kind} component is named {name!r}; the registered {kind} components are: {known}."
+        f"no {kind} component is named {name!r}{did_you_mean(name, _registry[kind])}; the registered "
+        f"{kind} components are: {known}."
+    )
+
+
+def check_component_name(name: str) -> None:
+    """Refuse a configured component (``model: class_path``) that is neither a registered name nor an
+    importable class path, naming the closest registered one and listing them all."""
+    discover()
+    names = {registered: cls for kind in KINDS for registered, cls in _registry[kind].items()}
+    if name in names or name in {class_path_of(cls) for cls in names.values()}:
+        return
+    if "." in name:
+        try:
+            import_class(name)
+            return
+        except ConfigError:
+            pass
+    raise ConfigError(
+        f"no component is named {name!r}{did_you_mean(name, names)}; the registered components are: "
+        f"{', '.join(sorted(names))} (or give a full class_path, e.g. "
+        f"{class_path_of(next(iter(names.values())))})."
     )
 
 

@@ -17,8 +17,9 @@ from lightning_diffusion import registry
 from lightning_diffusion.__main__ import main as lightning_diffusion_main
 from lightning_diffusion.__main__ import training_datamodule
 from lightning_diffusion.components import ContrastiveEncoder, Denoiser
+from lightning_diffusion.config import ConfigError
 from lightning_diffusion.nets import EncoderUNet, TextTransformer
-from lightning_diffusion.registry import CHECKPOINT_KEY
+from lightning_diffusion.registry import CHECKPOINT_KEY, check_component_name
 
 RECIPE_DIRS = ("cifar10", "imagenet64")  # their data cannot be downloaded here: tests/test_recipes.py
 CONFIGS = sorted(path for path in REPO.glob("configs/**/*.yaml") if path.parent.name not in RECIPE_DIRS)
@@ -325,3 +326,23 @@ def test_sample_command_on_a_missing_checkpoint_exits_with_one_error_line(tmp_pa
     assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message
     assert str(missing) in message and "does not exist" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_component_name_in_a_config_lists_the_registered_ones_and_the_closest(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    config = (REPO / "configs" / "digits" / "denoiser.yaml").read_text()
+    typo.write_text(config.replace("Denoiser", "Denoisr"))
+    expected = r"no component is named 'Denoisr' \(did you mean Denoiser\?\)"
+    with pytest.raises(ConfigError, match=expected) as error:
+        train.main(args=["fit", "--config", str(typo)], run=False)
+    assert "NoisyClassifier" in str(error.value) and "Upsampler" in str(error.value)
+
+
+def test_a_mistyped_model_flag_is_refused_and_class_paths_are_taken():
+    with pytest.raises(ConfigError, match=r"no component is named 'Evalutor' \(did you mean Evaluator\?\)"):
+        train.main(args=["fit", "--model=Evalutor"], run=False)
+    full_path = "lightning_diffusion.components.Denoiser"
+    args = ["fit", "--model.class_path", full_path, "--model", "NoisyClassifier"]
+    assert train.configured_models(args) == [full_path, "NoisyClassifier"]
+    for name in train.configured_models(args):
+        check_component_name(name)  # importable or registered: accepted
