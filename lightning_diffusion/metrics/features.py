@@ -33,8 +33,11 @@ class FeatureExtractor(Protocol):
 
 def file_digest(path: str | Path) -> str:
     """The first 16 hex digits of the SHA-256 of a file: the identity of a weights file in cache keys."""
+    digest = hashlib.sha256()  # read in 1 MiB blocks (hashlib.file_digest needs Python 3.11; we take 3.10)
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 class EvaluatorFeatures:
