@@ -1,5 +1,5 @@
-"""Sample-quality metrics (FID, IS, precision/recall, class accuracy, CLIP score) and their feature
-extractors."""
+"""Sample-quality metrics (FID, IS, precision/recall, density/coverage, Vendi score, class accuracy,
+CLIP score) and their feature extractors; ``METRIC_KEYS`` names the metric columns of a sweep row."""
 
 from lightning_diffusion.metrics.clip_score import clip_scores
 from lightning_diffusion.metrics.features import (
@@ -10,10 +10,11 @@ from lightning_diffusion.metrics.features import (
     InceptionFeatures,
     build_features,
 )
-from lightning_diffusion.metrics.sample_metrics import SampleMetrics
+from lightning_diffusion.metrics.sample_metrics import METRIC_KEYS, SampleMetrics
 
 __all__ = [
     "FEATURES",
+    "METRIC_KEYS",
     "EvaluatorFeatures",
     "FeatureExtractor",
     "FeatureInputs",

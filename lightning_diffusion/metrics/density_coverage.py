@@ -1,0 +1,51 @@
+"""Density and coverage (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative
+Models", Sec. 3): the fidelity and diversity of generated features Y_1..Y_M judged by balls around the
+real features X_1..X_N, each ball B(X_i, NND_k(X_i)) reaching to the k-th nearest other real feature.
+
+    density  = 1 / (k M) * sum_j sum_i 1[Y_j in B(X_i, NND_k(X_i))]
+    coverage = 1 / N     * sum_i 1[exists j: Y_j in B(X_i, NND_k(X_i))]
+
+Density counts how many real balls hold each sample (about 1 when samples look like real data, more where
+samples crowd dense regions); coverage is the fraction of real balls that hold at least one sample, so it
+cannot exceed 1 by piling samples onto a few modes. Balls are closed (distance <= radius), as in
+torch-fidelity's precision/recall. Distances are taken ``block`` real rows at a time, so memory stays at
+block x M distances.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_diffusion.config import ConfigError
+
+DENSITY_NEIGHBOURHOOD = 5  # k of the paper's experiments
+
+
+def real_ball_radii(real: Tensor, neighbourhood: int, block: int) -> Tensor:
+    """NND_k(X_i) for every real feature: its distance to the k-th nearest other real feature (the
+    (k+1)-th smallest distance in its row, the smallest being the distance to itself)."""
+    if len(real) <= neighbourhood:
+        raise ConfigError(
+            f"density and coverage (k = {neighbourhood}) need at least {neighbourhood + 1} real images, "
+            f"got {len(real)}; raise num_real (or leave it unset to use the whole split)."
+        )
+    return torch.cat(
+        [torch.cdist(rows, real).kthvalue(neighbourhood + 1, dim=1).values for rows in real.split(block)]
+    )
+
+
+def density_and_coverage(
+    real: Tensor, generated: Tensor, radii: Tensor, neighbourhood: int, block: int
+) -> tuple[float, float]:
+    """Density and coverage of ``generated`` (M, D) against ``real`` (N, D) whose ball radii are ``radii``
+    (from ``real_ball_radii`` with the same ``neighbourhood`` and ``block``)."""
+    inside_count = torch.zeros((), dtype=torch.int64, device=real.device)
+    covered = []
+    for rows, row_radii in zip(real.split(block), radii.split(block), strict=True):
+        inside = torch.cdist(rows, generated) <= row_radii[:, None]  # (block, M): Y_j in B(X_i, NND_k(X_i))
+        inside_count += inside.sum()
+        covered.append(inside.any(dim=1))
+    density = inside_count.item() / (neighbourhood * len(generated))
+    coverage = torch.cat(covered).float().mean().item()
+    return density, coverage

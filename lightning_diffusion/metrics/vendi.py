@@ -1,0 +1,26 @@
+"""The Vendi score (Friedman & Dieng 2023, "The Vendi Score: A Diversity Evaluation Metric for Machine
+Learning", Sec. 3): the exponential of the Shannon entropy of the eigenvalues of K / n, K the n x n
+similarity matrix of the samples, read as an effective number of distinct samples (1 for n copies of one
+sample, n for n mutually dissimilar ones).
+
+    VS = exp(-sum_i lambda_i log lambda_i),   lambda_i the eigenvalues of K / n,   0 log 0 = 0
+
+The kernel is the cosine similarity of the features, the authors' choice for images (Inception pool
+features in their experiments and reference code). With rows of X normalised to unit length K = X X^T,
+and X X^T / n has the same nonzero eigenvalues as X^T X / n, so the score is computed from the D x D
+matrix: at n = 50,000 and D = 2048 that is 32 MB in float64 rather than 20 GB for K.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def vendi_score(features: Tensor) -> float:
+    """The Vendi score of samples with ``features`` (n, D) under the cosine-similarity kernel."""
+    unit = F.normalize(features.double(), dim=1)
+    eigenvalues = torch.linalg.eigvalsh(unit.T @ unit / len(unit))
+    positive = eigenvalues[eigenvalues > 0]  # rounding leaves the zero eigenvalues at about +-1e-16
+    return torch.exp(-(positive * positive.log()).sum()).item()
