@@ -1,4 +1,5 @@
-"""Sweep results in Weights & Biases: per-row metrics and grids, then a table, line plots and curves."""
+"""Sweep results in Weights & Biases: per-row metrics and grids, then a table, line plots, the frontier
+table, each method's Pareto fronts and the curves."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_diffusion.sweep import METRIC_KEYS, ROW_KEYS
+from lightning_diffusion.frontier import FRONTIER_KEYS, FRONTS, frontier_rows, fronts_by_method
+from lightning_diffusion.metrics import METRIC_KEYS
+from lightning_diffusion.sweep import ROW_KEYS
 
 PLOTTED = METRIC_KEYS
 
@@ -32,7 +35,8 @@ def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any
 
 
 def log_sweep_summary(run: Any, rows: Sequence[dict[str, Any]], out: Path, prefix: str = "sweep") -> None:
-    """The whole table, one line plot per metric against the scale, and ``curves.png``."""
+    """The whole table, one line plot per metric against the scale, the frontier table (``frontier.py``),
+    one plot per Pareto front in ``FRONTS`` (a line per method) and ``curves.png``."""
     import wandb
 
     table = wandb.Table(columns=list(ROW_KEYS), data=[[row.get(key) for key in ROW_KEYS] for row in rows])
@@ -43,4 +47,36 @@ def log_sweep_summary(run: Any, rows: Sequence[dict[str, Any]], out: Path, prefi
         for key in PLOTTED
         if any(row.get(key) is not None for row in rows)
     }
-    run.log({f"{prefix}/table": table, **plots, f"{prefix}/curves": wandb.Image(str(out / "curves.png"))})
+    frontier = frontier_rows(rows)
+    frontier_table = wandb.Table(
+        columns=list(FRONTIER_KEYS), data=[[entry[key] for key in FRONTIER_KEYS] for entry in frontier]
+    )
+    run.log(
+        {
+            f"{prefix}/table": table,
+            **plots,
+            f"{prefix}/frontier": frontier_table,
+            **front_plots(rows, prefix),
+            f"{prefix}/curves": wandb.Image(str(out / "curves.png")),
+        }
+    )
+
+
+def front_plots(rows: Sequence[dict[str, Any]], prefix: str = "sweep") -> dict[str, Any]:
+    """Per entry of ``FRONTS`` with any point, a W&B line plot of each method's Pareto front."""
+    import wandb
+
+    plots = {}
+    for name, (x, y) in FRONTS.items():
+        points = [
+            [method, row["scale"], x.value(row), y.value(row)]
+            for method, front in fronts_by_method(rows, x, y).items()
+            for row in front
+        ]
+        if points:
+            table = wandb.Table(columns=["method", "scale", x.key, y.key], data=points)
+            title = f"{y.key} vs {x.key}: Pareto front per method"
+            plots[f"{prefix}/front/{name}"] = wandb.plot.line(
+                table, x.key, y.key, stroke="method", title=title
+            )
+    return plots

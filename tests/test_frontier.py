@@ -86,3 +86,34 @@ def test_fid_accuracy_front_mixes_directions_lower_fid_higher_accuracy():
 def test_equal_points_do_not_dominate_each_other():
     twins = [row("cfg", 1.0, fid=5.0, class_accuracy=0.9), row("cfg", 2.0, fid=5.0, class_accuracy=0.9)]
     assert pareto_front(twins, CLASS_ACCURACY, FID) == twins
+
+
+class RecordingRun:
+    """Stands in for a W&B run: keeps what ``log`` received (tables and plots are real W&B objects)."""
+
+    def __init__(self) -> None:
+        self.logged: dict = {}
+
+    def log(self, data: dict) -> None:
+        self.logged.update(data)
+
+
+def test_sweep_summary_logs_the_frontier_table_and_each_front_to_wandb(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    from lightning_diffusion.curves import plot_curves
+    from lightning_diffusion.sweep_logging import log_sweep_summary
+
+    rows = [{**entry, "inception_score": 2.0} for entry in ROWS]
+    plot_curves(rows, tmp_path / "curves.png")
+    run = RecordingRun()
+    log_sweep_summary(run, rows, tmp_path)
+    frontier = run.logged["sweep/frontier"]
+    assert frontier.columns == list(FRONTIER_KEYS) and len(frontier.data) == 9
+    assert frontier.data[1][:3] == ["cfg", 0.95, 7.0]
+    for name, points in (
+        ("precision_recall", 4),
+        ("fid_accuracy", 5),
+    ):  # cfg 2 + apg 1 + clip 1; cfg 4 + apg 1
+        assert len(run.logged[f"sweep/front/{name}"].table.data) == points, name
+    assert "sweep/curves" in run.logged and "sweep/table" in run.logged
