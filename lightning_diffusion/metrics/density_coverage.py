@@ -17,19 +17,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_diffusion.config import ConfigError
-
 DENSITY_NEIGHBOURHOOD = 5  # k of the paper's experiments
 
 
 def real_ball_radii(real: Tensor, neighbourhood: int, block: int) -> Tensor:
     """NND_k(X_i) for every real feature: its distance to the k-th nearest other real feature (the
-    (k+1)-th smallest distance in its row, the smallest being the distance to itself)."""
-    if len(real) <= neighbourhood:
-        raise ConfigError(
-            f"density and coverage (k = {neighbourhood}) need at least {neighbourhood + 1} real images, "
-            f"got {len(real)}; raise num_real (or leave it unset to use the whole split)."
-        )
+    (k+1)-th smallest distance in its row, the smallest being the distance to itself); needs more than
+    k real features."""
     return torch.cat(
         [torch.cdist(rows, real).kthvalue(neighbourhood + 1, dim=1).values for rows in real.split(block)]
     )
