@@ -15,6 +15,7 @@ from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
 from lightning_diffusion.guidance.factory import METHODS, build_guidance
 from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
+from lightning_diffusion.guidance.pag import PAGOptions, PerturbedAttentionGuidance
 
 __all__ = [
     "METHODS",
@@ -34,6 +35,8 @@ __all__ = [
     "GuidedDenoiser",
     "Modifier",
     "NoisyClassifier",
+    "PAGOptions",
+    "PerturbedAttentionGuidance",
     "build_guidance",
     "concat_conditions",
 ]
