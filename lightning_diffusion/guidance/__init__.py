@@ -15,6 +15,7 @@ from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
 from lightning_diffusion.guidance.factory import METHODS, build_guidance
 from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
+from lightning_diffusion.guidance.multi_condition import ComposedCFG, MultiConditionCFG, MultiConditionOptions
 from lightning_diffusion.guidance.pag import PAGOptions, PerturbedAttentionGuidance
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ClassifierFree",
     "ClassifierGuidance",
     "ClipGuidance",
+    "ComposedCFG",
     "Condition",
     "ContrastiveModel",
     "DiffusionModel",
@@ -34,6 +36,8 @@ __all__ = [
     "Guided",
     "GuidedDenoiser",
     "Modifier",
+    "MultiConditionCFG",
+    "MultiConditionOptions",
     "NoisyClassifier",
     "PAGOptions",
     "PerturbedAttentionGuidance",
