@@ -115,13 +115,22 @@ class ComposedCFG(Guidance):
     so the paper's weights are s w_i: one caption of weight 1 is CFG at s, and AND of two captions at s
     guides towards each at s. D(c_i) conditions on caption c_i alone (every other droppable condition at
     ∅); conditions the model does not drop keep their value. All estimates come from one forward, those
-    whose coefficient is 0 for every sample skipped (D(∅) for one caption at s = 1). The reference is
-    the composition at s = 1 (None where it needs an estimate that was skipped)."""
+    whose coefficient is 0 for every sample skipped (D(∅) for one caption at s = 1). The reference, and
+    the estimate where it does not guide (outside a guidance interval), is the composition at s = 1: the
+    primary caption, which other methods follow, is not what a composed prompt asks for."""
 
     def __init__(self, scale: float) -> None:
         self.scale = float(scale)
 
     def guide(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
+        return self._compose(model, z, t, cond, self.scale)
+
+    def unguided(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
+        return self._compose(model, z, t, cond, 1.0)
+
+    @staticmethod
+    def _compose(model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition, scale: float) -> Guided:
+        """The composition at ``scale``, with the one at s = 1 as reference (None if it was not computed)."""
         null = model.null_condition(z.shape[0], z.device)
         if "caption" not in null:
             raise ConfigError(
@@ -133,7 +142,7 @@ class ComposedCFG(Guidance):
         conds = [{**base, **null}] + [
             {**base, **null, "caption": [captions[i] for captions in parts]} for i in range(weights.shape[1])
         ]
-        guided = torch.cat([1.0 - self.scale * weights.sum(1, keepdim=True), self.scale * weights], dim=1)
+        guided = torch.cat([1.0 - scale * weights.sum(1, keepdim=True), scale * weights], dim=1)
         reference = torch.cat([1.0 - weights.sum(1, keepdim=True), weights], dim=1)
         used = (guided != 0).any(dim=0)
         estimates = denoise_each(model, z, t, [conds[index] for index in used.nonzero().flatten().tolist()])

@@ -10,8 +10,8 @@ for D. In the project's convention (DESIGN.md)
     D~ = D^ + s (D - D^) = D + (s - 1)(D - D^),    s = s_PAG + 1,
 
 so s = 1 is the plain estimate (one pass) and s = 0 the perturbed one. It needs no condition, so it
-guides unconditional models too. Combined with CFG (the paper's Sec. on PAG with CFG) at ``cfg_scale``
-(ours, = Ho & Salimans' w + 1): D~ = D + (cfg_scale - 1)(D - D(∅)) + (s - 1)(D - D^).
+guides unconditional models too. Combined with CFG as the paper does (both differences added), at
+``cfg_scale`` (ours, = Ho & Salimans' w + 1): D~ = D + (cfg_scale - 1)(D - D(∅)) + (s - 1)(D - D^).
 
 Our ``AttentionBlock`` may also attend to context tokens (cross-attention to a caption) in the same
 softmax. Only the self-attention part is perturbed: the image-to-image block of the attention map is
@@ -20,7 +20,9 @@ tokens (the softmax runs over those); without context tokens the output is exact
 
 The perturbation is applied through hooks on the blocks' submodules (``qkv``'s output is read,
 ``proj_out``'s input replaced), for the perturbed rows of a batch only, and removed after the call, so
-the network's code and weights are untouched.
+the network's code and weights are untouched. Both passes run as one forward over the stacked batch
+(the hooks act on its second half), as CFG does: one network call per step whose kernels serve both
+passes, instead of two calls of half the size.
 """
 
 from __future__ import annotations
