@@ -5,11 +5,13 @@ Class sweeps draw a uniform label per sample. Text sweeps draw a caption per sam
 (composable diffusion: "A AND B", "A NOT B") give each caption the k captions it combines and one
 weight per part (negative: NOT); a drawn sample's condition then also holds them under "captions" and
 "caption_weights" (what ``ComposedCFG`` reads), while "caption" stays the primary caption that other
-methods in the same sweep follow and CLIP scores compare with.
+methods in the same sweep follow and CLIP scores compare with. ``parse_composed`` reads composed prompts
+from texts ("A AND B NOT C"), ``composed_shape_prompts`` builds them from Shapes scenes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,8 @@ from lightning_diffusion.data.shapes import COLOURS, SHAPES, _caption
 from lightning_diffusion.guidance.multi_condition import PARTS_KEY, WEIGHTS_KEY
 from lightning_diffusion.sampling import draw_labels
 
+OPERATOR_WEIGHTS = {"AND": 1.0, "NOT": -1.0}  # composable diffusion's operators in a composed text
+OPERATOR = re.compile(r"\s+(AND|NOT)\s+")
 COMPOSITION_WEIGHTS = {"and": (1.0, 1.0), "not": (1.0, -1.0)}  # composed Shapes prompts: A AND B, A NOT B
 
 
@@ -137,4 +141,27 @@ def composed_shape_prompts(attributes: Tensor, mode: str, weights: Sequence[floa
         attributes=targets,
         parts=parts,
         part_weights=COMPOSITION_WEIGHTS[mode] if weights is None else tuple(weights),
+    )
+
+
+def parse_composed(texts: Sequence[str]) -> Prompts:
+    """Prompts from composed texts such as "a red circle at the top AND a blue square at the bottom" or
+    "... NOT ...": the parts between the upper-case operators, weighted 1 (the first and each AND part) or
+    -1 (each NOT part); the primary caption, which other methods follow, is the first part. All texts must
+    use the same operators in the same order (one weight per part for the whole sweep)."""
+    parts, layouts = [], set()
+    for text in texts:
+        pieces = OPERATOR.split(text.strip())
+        parts.append(tuple(pieces[0::2]))
+        layouts.add(tuple(pieces[1::2]))
+    if len(layouts) > 1:
+        raise ConfigError(
+            f"composed texts must all use the same operators in the same order, got {sorted(layouts)}; "
+            "sweep each kind of composition separately."
+        )
+    operators = layouts.pop() if layouts else ()
+    return Prompts(
+        captions=[part[0] for part in parts],
+        parts=parts,
+        part_weights=(1.0, *(OPERATOR_WEIGHTS[operator] for operator in operators)),
     )

@@ -237,3 +237,19 @@ def test_and_of_gaussians_is_the_exact_denoiser_of_their_product_over_the_uncond
         guided = ComposedCFG(1.0).guide(model, z, t, cond)
         exact = GaussianData(mean, example.covariance, model.schedule).denoise(z, t)
         torch.testing.assert_close(guided.denoised, exact)
+
+
+@torch.no_grad()
+def test_composed_cfg_on_a_real_denoiser_conditions_each_pass_on_one_caption_alone():
+    model = label_and_text_denoiser()
+    z, t = torch.randn(2, 1, 8, 8), torch.full((2,), 0.5)
+    parts = [("a red circle", "a blue square"), ("a blue circle", "a red square")]
+    cond = {"label": torch.tensor([1, 2]), "caption": ["a red circle", "a blue circle"], "captions": parts}
+    guided = ComposedCFG(2.0).guide(model, z, t, {**cond, "caption_weights": [(1.0, -0.5)] * 2})
+    null = model.null_condition(2, z.device)
+    empty, first, second = (
+        model.denoise(z, t, {**null, **c})
+        for c in ({}, {"caption": [p[0] for p in parts]}, {"caption": [p[1] for p in parts]})
+    )
+    expected = empty + 2.0 * ((first - empty) - 0.5 * (second - empty))
+    torch.testing.assert_close(guided.denoised, expected, rtol=1e-4, atol=1e-5)

@@ -12,7 +12,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.data.shapes import Shapes, parse_caption
 from lightning_diffusion.diffusion import sample_generators
 from lightning_diffusion.guidance import ClassifierFree, ComposedCFG
-from lightning_diffusion.prompts import Prompts, composed_shape_prompts
+from lightning_diffusion.prompts import Prompts, composed_shape_prompts, parse_composed
 
 CAPTIONS = ["a", "b c", "d e f"]
 PARTS = [("a", "x"), ("b c", "y"), ("d e f", "z w")]
@@ -110,3 +110,13 @@ class _Ignoring(CaptionModel):
 
     def denoise(self, z, t, cond):
         return z / 2 + self.features(cond["caption"])
+
+
+def test_composed_texts_split_at_and_and_not_into_weighted_parts():
+    prompts = parse_composed(["a red circle AND a blue square NOT a green triangle", "x AND y NOT z w"])
+    assert prompts.captions == ["a red circle", "x"]
+    assert prompts.parts == [("a red circle", "a blue square", "a green triangle"), ("x", "y", "z w")]
+    assert prompts.part_weights == (1.0, 1.0, -1.0)
+    assert parse_composed(["a red circle"]).parts == [("a red circle",)]
+    with pytest.raises(ConfigError, match="same operators"):
+        parse_composed(["a AND b", "c NOT d"])
