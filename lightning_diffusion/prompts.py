@@ -1,11 +1,17 @@
 """What each sample of a sweep is conditioned on, drawn from its own generator (before its noise).
 
 Class sweeps draw a uniform label per sample. Text sweeps draw a caption per sample from a list
-(the data's captions, with their labels and attributes, or captions the user gives).
+(the data's captions, with their labels and attributes, or captions the user gives). Composed prompts
+(composable diffusion: "A AND B", "A NOT B") give each caption the k captions it combines and one
+weight per part (negative: NOT); a drawn sample's condition then also holds them under "captions" and
+"caption_weights" (what ``ComposedCFG`` reads), while "caption" stays the primary caption that other
+methods in the same sweep follow and CLIP scores compare with. ``parse_composed`` reads composed prompts
+from texts ("A AND B NOT C"), ``composed_shape_prompts`` builds them from Shapes scenes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +20,13 @@ import torch
 from torch import Tensor
 
 from lightning_diffusion.config import ConfigError
+from lightning_diffusion.data.shapes import COLOURS, SHAPES, _caption
+from lightning_diffusion.guidance.multi_condition import PARTS_KEY, WEIGHTS_KEY
 from lightning_diffusion.sampling import draw_labels
+
+OPERATOR_WEIGHTS = {"AND": 1.0, "NOT": -1.0}  # composable diffusion's operators in a composed text
+OPERATOR = re.compile(r"\s+(AND|NOT)\s+")
+COMPOSITION_WEIGHTS = {"and": (1.0, 1.0), "not": (1.0, -1.0)}  # composed Shapes prompts: A AND B, A NOT B
 
 
 @dataclass
@@ -29,23 +41,51 @@ class Drawn:
 
 @dataclass
 class Prompts:
-    """Uniform labels over ``num_classes``, or captions (optionally with per-caption labels/attributes)."""
+    """Uniform labels over ``num_classes``, or captions (optionally with per-caption labels/attributes,
+    and with ``parts``, the captions each composed prompt combines, weighted by ``part_weights``)."""
 
     num_classes: int | None = None
     captions: list[str] | None = None
     labels: Tensor | None = None
     attributes: Tensor | None = None
+    parts: list[tuple[str, ...]] | None = None
+    part_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.captions is None:
             if self.num_classes is None:
                 raise ConfigError("a sweep needs class labels (num_classes) or captions to condition on.")
+            if self.parts is not None:
+                raise ConfigError("composed prompts (parts) need the primary captions they belong to.")
             return
         if len(self.captions) == 0:
             raise ConfigError("the list of captions is empty; give at least one caption (or use the data's).")
-        for name, values in (("labels", self.labels), ("attributes", self.attributes)):
+        for name, values in (("labels", self.labels), ("attributes", self.attributes), ("parts", self.parts)):
             if values is not None and len(values) != len(self.captions):
                 raise ConfigError(f"got {len(values)} {name} for {len(self.captions)} captions.")
+        self._check_parts()
+
+    def _check_parts(self) -> None:
+        """Every composed prompt has the same number k >= 1 of parts, and there are k weights (default 1)."""
+        if self.parts is None:
+            if self.part_weights is not None:
+                raise ConfigError("part_weights weigh the parts of composed prompts; give the parts too.")
+            return
+        self.parts = [tuple(part) for part in self.parts]
+        counts = sorted({len(part) for part in self.parts})
+        if len(counts) != 1 or counts[0] < 1:
+            raise ConfigError(
+                f"every composed prompt needs the same number (at least 1) of parts, got counts {counts}."
+            )
+        weights = (1.0,) * counts[0] if self.part_weights is None else tuple(map(float, self.part_weights))
+        if len(weights) != counts[0]:
+            raise ConfigError(f"got {len(weights)} part_weights for composed prompts of {counts[0]} parts.")
+        self.part_weights = weights
+
+    @property
+    def composed(self) -> bool:
+        """Whether each caption comes with the parts of a composed prompt."""
+        return self.parts is not None
 
     @property
     def text(self) -> bool:
@@ -65,4 +105,63 @@ class Prompts:
         cond: dict[str, Any] = {"caption": captions}
         if labels is not None:
             cond["label"] = labels
+        if self.parts is not None:
+            cond[PARTS_KEY] = [self.parts[i] for i in index.tolist()]
+            cond[WEIGHTS_KEY] = [self.part_weights] * len(captions)
         return Drawn(cond, labels, attributes, captions)
+
+
+def composed_shape_prompts(attributes: Tensor, mode: str, weights: Sequence[float] | None = None) -> Prompts:
+    """Composed prompts from the two-object scenes among Shapes ``attributes`` (N, 6): object A's and
+    object B's one-object captions ("a small red circle at the top", "a small blue square at the bottom";
+    captions do not state B's size, so B's part names A's). ``mode`` "and" asks for both (weights 1, 1):
+    the primary caption is the scene's own ("... above a blue square") and the attributes to read back are
+    the scene's; "not" asks for A without B (weights 1, -1): the primary caption is A's and the attributes
+    A's with no second object. ``weights`` replaces the mode's. Labels are A's "colour shape" class."""
+    if mode not in COMPOSITION_WEIGHTS:
+        raise ConfigError(
+            f"unknown composition mode {mode!r}; choose one of {', '.join(COMPOSITION_WEIGHTS)}."
+        )
+    rows = [row for row in attributes.tolist() if row[4] != len(SHAPES)]
+    if not rows:
+        raise ConfigError("composed Shapes prompts need two-object scenes; set two_object_fraction above 0.")
+    nothing = [len(SHAPES), len(COLOURS)]  # the "none" index of B's shape and colour
+    wanted, parts = [], []
+    for row in rows:
+        shape, colour, size, position, second_shape, second_colour = row
+        alone = [shape, colour, size, position, *nothing]
+        other = [second_shape, second_colour, size, position ^ 1, *nothing]  # B lies in the opposite half
+        parts.append((_caption(alone), _caption(other)))
+        wanted.append(row if mode == "and" else alone)
+    captions = [_caption(row) for row in wanted]
+    targets = torch.tensor(wanted, dtype=torch.long)
+    return Prompts(
+        captions=captions,
+        labels=targets[:, 1] * len(SHAPES) + targets[:, 0],
+        attributes=targets,
+        parts=parts,
+        part_weights=COMPOSITION_WEIGHTS[mode] if weights is None else tuple(weights),
+    )
+
+
+def parse_composed(texts: Sequence[str]) -> Prompts:
+    """Prompts from composed texts such as "a red circle at the top AND a blue square at the bottom" or
+    "... NOT ...": the parts between the upper-case operators, weighted 1 (the first and each AND part) or
+    -1 (each NOT part); the primary caption, which other methods follow, is the first part. All texts must
+    use the same operators in the same order (one weight per part for the whole sweep)."""
+    parts, layouts = [], set()
+    for text in texts:
+        pieces = OPERATOR.split(text.strip())
+        parts.append(tuple(pieces[0::2]))
+        layouts.add(tuple(pieces[1::2]))
+    if len(layouts) > 1:
+        raise ConfigError(
+            f"composed texts must all use the same operators in the same order, got {sorted(layouts)}; "
+            "sweep each kind of composition separately."
+        )
+    operators = layouts.pop() if layouts else ()
+    return Prompts(
+        captions=[part[0] for part in parts],
+        parts=parts,
+        part_weights=(1.0, *(OPERATOR_WEIGHTS[operator] for operator in operators)),
+    )

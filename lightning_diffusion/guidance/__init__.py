@@ -15,6 +15,8 @@ from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
 from lightning_diffusion.guidance.factory import METHODS, build_guidance
 from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
+from lightning_diffusion.guidance.multi_condition import ComposedCFG, MultiConditionCFG, MultiConditionOptions
+from lightning_diffusion.guidance.pag import PAGOptions, PerturbedAttentionGuidance
 
 __all__ = [
     "METHODS",
@@ -23,6 +25,7 @@ __all__ = [
     "ClassifierFree",
     "ClassifierGuidance",
     "ClipGuidance",
+    "ComposedCFG",
     "Condition",
     "ContrastiveModel",
     "DiffusionModel",
@@ -33,7 +36,11 @@ __all__ = [
     "Guided",
     "GuidedDenoiser",
     "Modifier",
+    "MultiConditionCFG",
+    "MultiConditionOptions",
     "NoisyClassifier",
+    "PAGOptions",
+    "PerturbedAttentionGuidance",
     "build_guidance",
     "concat_conditions",
 ]
