@@ -88,13 +88,13 @@ def sample_grid(args: argparse.Namespace) -> None:
     """Sample every class at every scale; write samples.png, samples_s<scale>.npz and label accuracy."""
     import torch
 
-    from lightning_diffusion.data import DiffusionDataModule
     from lightning_diffusion.grid import class_scale_samples, grid_image, save_grid
-    from lightning_diffusion.registry import load_component, read_checkpoint
+    from lightning_diffusion.registry import load_component
     from lightning_diffusion.samples_io import save_npz, scale_tag
 
     out = output_folder(args.out)  # refused before any sampling when it names a file
     model = load_component(args.checkpoint, kind="denoiser")
+    real_data = _datamodule_of(args.checkpoint, "check labels") if args.check_labels else None
     if args.compile:
         from lightning_diffusion.compilation import compile_networks
 
@@ -119,13 +119,10 @@ def sample_grid(args: argparse.Namespace) -> None:
         save_npz(out / f"samples_{scale_tag(scale)}.npz", images, labels)
     print(f"grid (rows: classes, columns: s = {', '.join(f'{s:g}' for s in args.scales)}): {grid_path}")
     print(f"samples (guided-diffusion npz): {out}/samples_s<scale>.npz")
-    if args.check_labels:
+    if real_data is not None:
         from lightning_diffusion.metrics.pixel_classifier import fit_pixel_classifier
 
-        hparams = read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters")
-        if hparams is None:
-            raise ConfigError("the checkpoint does not record its data module; cannot check labels.")
-        classifier = fit_pixel_classifier(DiffusionDataModule.from_hparams(hparams))
+        classifier = fit_pixel_classifier(real_data)
         print(
             f"label accuracy by a pixel classifier trained on real data "
             f"(its own test accuracy {classifier.test_accuracy:.1%}):"
@@ -192,15 +189,16 @@ def upsampler_fidelity(args: argparse.Namespace) -> None:
     print(json.dumps({"split": args.split, "n": args.n, "aug_level": args.aug_level, **values}, indent=2))
 
 
-def _datamodule_of(checkpoint: str) -> Any:
-    """The data module a component checkpoint was trained on."""
+def _datamodule_of(checkpoint: str, purpose: str = "pick real images") -> Any:
+    """The data module a component checkpoint was trained on, which ``purpose`` needs."""
     from lightning_diffusion.data import DiffusionDataModule
     from lightning_diffusion.registry import read_checkpoint
 
     hparams = read_checkpoint(checkpoint).get("datamodule_hyper_parameters")
     if hparams is None:
         raise ConfigError(
-            f"{checkpoint} does not record the data it was trained on; cannot pick real images."
+            f"{checkpoint} does not record the data it was trained on, so it cannot {purpose}; pass a "
+            "checkpoint written by train.py fit."
         )
     return DiffusionDataModule.from_hparams(hparams)
 

@@ -118,6 +118,10 @@ class Configurable:
 def import_class(class_path: str) -> type:
     """Import ``package.module.Class``; a clear ``ConfigError`` if it does not exist."""
     module_name, _, class_name = class_path.rpartition(".")
+    if not module_name:
+        raise ConfigError(
+            f"cannot import {class_path!r}: a class_path is the full dotted path package.module.Class."
+        )
     try:
         return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as error:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,14 @@ def refusal(call: Callable[[], Any], capsys: pytest.CaptureFixture[str]) -> str:
     return message
 
 
+def with_paths(args: Sequence[str], paths: dict[str, str]) -> list[str]:
+    """``args`` with each ``{name}`` replaced by the path ``paths[name]``."""
+    return [
+        paths.get(arg.removeprefix("{").removesuffix("}"), arg) if arg.startswith("{") else arg
+        for arg in args
+    ]
+
+
 def assert_says(message: str, *phrases: str) -> None:
     for phrase in phrases:
         assert phrase in message, f"{phrase!r} not in {message!r}"
@@ -134,7 +142,7 @@ def evaluate_args(paths: dict[str, str], out: Path, extra: list[str]) -> list[st
         "--cache_dir", str(out.parent / "cache"), "--sampler.steps", "2", "--num_samples", "4",
         "--batch_size", "4", "--wandb", "false", "--scales", "[1]",
     ]  # fmt: skip
-    return base + [arg.format(**paths) if arg.startswith("{") else arg for arg in extra]
+    return base + with_paths(extra, paths)
 
 
 EVALUATE_REFUSED = [
@@ -263,6 +271,11 @@ EVALUATE_REFUSED = [
     pytest.param(["--seed", "-1"], ["seed", "0 or more"], id="seed-negative"),
     pytest.param(["--config", "{missing}"], ["config", "does not exist"], id="config-missing"),
     pytest.param(["--config", "{folder}"], ["config", "not a file"], id="config-is-a-directory"),
+    pytest.param(["--real_split", "validation"], ["unknown split 'validation'"], id="real_split-unknown"),
+    pytest.param(
+        ["--source", "{class_path: Digitz}"], ["'Digitz'", "package.module.Class"], id="source-unknown-class"
+    ),
+    pytest.param(["--captions", "[]"], ["captions", "empty"], id="captions-empty-list"),
     pytest.param(
         ["--methods", "[classifier]"], ["--classifier PATH"], id="classifier-method-without-classifier"
     ),
@@ -310,19 +323,36 @@ def parse_only(*extra: str) -> Callable[[], Any]:
     return lambda: train.main(args=["--config", str(DIGITS), *SMALL_FIT, *extra], run=False)
 
 
-def typo_config(tmp_path: Path) -> str:
-    path = tmp_path / "typo.yaml"
-    path.write_text(DIGITS.read_text().replace("class_path: Denoiser", "class_path: Denoisr"))
+def edited_config(tmp_path: Path, old: str, new: str) -> str:
+    """The digits config with ``old`` replaced by ``new``, written into ``tmp_path``."""
+    path = tmp_path / "edited.yaml"
+    content = DIGITS.read_text()
+    assert old in content
+    path.write_text(content.replace(old, new))
     return str(path)
 
 
 TRAIN_REFUSED = [
     pytest.param(
-        lambda tmp: lambda: train.main(args=["fit", "--config", typo_config(tmp)], run=False),
+        lambda tmp: (
+            lambda: train.main(
+                args=["fit", "--config", edited_config(tmp, "class_path: Denoiser", "class_path: Denoisr")],
+                run=False,
+            )
+        ),
         ["no component is named 'Denoisr' (did you mean Denoiser?)", "NoisyClassifier"],
         id="model-class_path-unknown",
     ),
     pytest.param(lambda tmp: parse_only("--model.init_args.lr", "abc"), ["lr", "abc"], id="lr-not-a-number"),
+    pytest.param(
+        lambda tmp: (
+            lambda: train.main(
+                args=["--config", edited_config(tmp, "batch_size: 64", "batch_size: sixty-four")], run=False
+            )
+        ),
+        ["batch_size", "sixty-four"],
+        id="yaml-batch_size-a-word",
+    ),
     pytest.param(
         lambda tmp: fit("--model.init_args.lr", "-1"),
         ["lr", "-1"],
@@ -491,7 +521,7 @@ COMMAND_REFUSED = [
     ),
     pytest.param(
         ("sample", "{no_data}", *QUICK, "--check_labels"),
-        ["does not record its data module"],
+        ["does not record the data it was trained on", "cannot check labels"],
         id="check_labels-without-data",
     ),
     pytest.param(
@@ -565,7 +595,7 @@ COMMAND_REFUSED = [
 
 @pytest.mark.parametrize("args, phrases", COMMAND_REFUSED)
 def test_command_refuses(paths, capsys, args, phrases):
-    argv = [arg.format(**paths) if arg.startswith("{") else arg for arg in args]
+    argv = with_paths(args, paths)
     assert_says(refusal(lambda: lightning_diffusion_main(argv), capsys), *phrases)
 
 
