@@ -14,12 +14,44 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from lightning_diffusion.config import ConfigError, instantiate
+from lightning_diffusion.config import ConfigError, instantiate, output_folder, parser_reason
 from lightning_diffusion.diffusion import GRIDS, SOLVERS, SamplerSpec
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, batch sizes)."""
+    value = _parse(int, text, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a whole number of 0 or more (a seed)."""
+    value = _parse(int, text, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be 0 or more, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (a guidance scale, a level); NaN and infinity are refused."""
+    value = _parse(float, text, "a number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _parse(kind: type, text: str, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
 
 
 def add_sampler_options(parser: argparse.ArgumentParser, steps: int = 50) -> None:
@@ -56,12 +88,13 @@ def sample_grid(args: argparse.Namespace) -> None:
     """Sample every class at every scale; write samples.png, samples_s<scale>.npz and label accuracy."""
     import torch
 
-    from lightning_diffusion.data import DiffusionDataModule
     from lightning_diffusion.grid import class_scale_samples, grid_image, save_grid
-    from lightning_diffusion.registry import load_component, read_checkpoint
+    from lightning_diffusion.registry import load_component
     from lightning_diffusion.samples_io import save_npz, scale_tag
 
+    out = output_folder(args.out)  # refused before any sampling when it names a file
     model = load_component(args.checkpoint, kind="denoiser")
+    real_data = _datamodule_of(args.checkpoint, "check labels") if args.check_labels else None
     if args.compile:
         from lightning_diffusion.compilation import compile_networks
 
@@ -80,20 +113,16 @@ def sample_grid(args: argparse.Namespace) -> None:
         seed=args.seed,
         progress=True,
     )
-    out = Path(args.out)
     grid_path = save_grid(grid_image(samples, args.per_class), out / "samples.png")
     labels = torch.tensor(classes).repeat_interleave(args.per_class)
     for scale, images in samples.items():
         save_npz(out / f"samples_{scale_tag(scale)}.npz", images, labels)
     print(f"grid (rows: classes, columns: s = {', '.join(f'{s:g}' for s in args.scales)}): {grid_path}")
     print(f"samples (guided-diffusion npz): {out}/samples_s<scale>.npz")
-    if args.check_labels:
+    if real_data is not None:
         from lightning_diffusion.metrics.pixel_classifier import fit_pixel_classifier
 
-        hparams = read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters")
-        if hparams is None:
-            raise ConfigError("the checkpoint does not record its data module; cannot check labels.")
-        classifier = fit_pixel_classifier(DiffusionDataModule.from_hparams(hparams))
+        classifier = fit_pixel_classifier(real_data)
         print(
             f"label accuracy by a pixel classifier trained on real data "
             f"(its own test accuracy {classifier.test_accuracy:.1%}):"
@@ -110,8 +139,9 @@ def training_datamodule(config: str) -> Any:
     try:
         with open(config, encoding="utf-8") as file:
             loaded = yaml.safe_load(file)
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read the training config {config!r} ({error}).") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"cannot read the training config {config!r} as YAML ({reason}).") from None
     data = loaded.get("data") if isinstance(loaded, dict) else None
     if data is None:
         raise ConfigError(f"the config {config!r} has no data section; give a training YAML (train.py fit).")
@@ -125,7 +155,7 @@ def training_datamodule(config: str) -> Any:
     try:
         spec = parser.parse_object({"data": data}).data.as_dict()
     except ArgumentError as error:
-        raise ConfigError(f"the data section of {config!r} is invalid: {error}") from None
+        raise ConfigError(f"the data section of {config!r} is invalid: {parser_reason(error)}") from None
     return instantiate(spec)
 
 
@@ -159,15 +189,16 @@ def upsampler_fidelity(args: argparse.Namespace) -> None:
     print(json.dumps({"split": args.split, "n": args.n, "aug_level": args.aug_level, **values}, indent=2))
 
 
-def _datamodule_of(checkpoint: str) -> Any:
-    """The data module a component checkpoint was trained on."""
+def _datamodule_of(checkpoint: str, purpose: str = "pick real images") -> Any:
+    """The data module a component checkpoint was trained on, which ``purpose`` needs."""
     from lightning_diffusion.data import DiffusionDataModule
     from lightning_diffusion.registry import read_checkpoint
 
     hparams = read_checkpoint(checkpoint).get("datamodule_hyper_parameters")
     if hparams is None:
         raise ConfigError(
-            f"{checkpoint} does not record the data it was trained on; cannot pick real images."
+            f"{checkpoint} does not record the data it was trained on, so it cannot {purpose}; pass a "
+            "checkpoint written by train.py fit."
         )
     return DiffusionDataModule.from_hparams(hparams)
 
@@ -201,6 +232,10 @@ def prior_quality(args: argparse.Namespace) -> None:
     }
     text = json.dumps(result, indent=2)
     if args.out is not None:
+        if Path(args.out).is_dir():
+            raise ConfigError(
+                f"--out {args.out!r} is a folder; pass the JSON file to write, e.g. {args.out}/prior.json."
+            )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     print(text)
@@ -216,6 +251,7 @@ def variations(args: argparse.Namespace) -> None:
     from lightning_diffusion.pipeline import image_variations
     from lightning_diffusion.registry import load_component
 
+    out = output_folder(args.out) if args.out is not None else Path(args.checkpoint).resolve().parent.parent
     decoder = load_component(args.checkpoint, kind="denoiser")
     if not isinstance(decoder, UnclipDecoder):
         raise ConfigError(
@@ -232,7 +268,6 @@ def variations(args: argparse.Namespace) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
     )
-    out = Path(args.out) if args.out is not None else Path(args.checkpoint).resolve().parent.parent
     path = save_grid(
         row_grid(torch.cat([images[:, None], samples], dim=1)), out / f"variations_s{args.scale:g}.png"
     )
@@ -260,14 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--out", default="runs/samples", help="output folder")
     grid.add_argument(
         "--scales",
-        type=float,
+        type=finite_float,
         nargs="+",
         default=[0.0, 1.0, 2.0, 3.0, 5.0],
         help="guidance scales s (1 = conditional, 0 = unconditional)",
     )
-    grid.add_argument("--per_class", type=int, default=10, help="samples per class and scale")
+    grid.add_argument("--per_class", type=positive_int, default=10, help="samples per class and scale")
     add_sampler_options(grid)
-    grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--seed", type=seed_int, default=0)
     grid.add_argument("--compile", action="store_true", help="torch.compile the network (static shapes)")
     grid.add_argument("--compile_mode", default="default", help="torch.compile mode, e.g. max-autotune")
     grid.add_argument(
@@ -279,41 +314,47 @@ def build_parser() -> argparse.ArgumentParser:
         "upsampler-fidelity", help="PSNR and consistency of an upsampler on real low-res inputs (vs bilinear)"
     )
     fidelity.add_argument("checkpoint", help="upsampler checkpoint (.ckpt)")
-    fidelity.add_argument("--split", default="val", help="data split of the real images: val or test")
-    fidelity.add_argument("--n", type=int, default=500, help="number of images")
+    fidelity.add_argument(
+        "--split", default="val", choices=("val", "test"), help="data split of the real images"
+    )
+    fidelity.add_argument("--n", type=positive_int, default=500, help="number of images")
     add_sampler_options(fidelity, steps=25)
     fidelity.add_argument(
-        "--aug_level", type=float, default=0.0, help="augmentation level of the low-res input"
+        "--aug_level", type=finite_float, default=0.0, help="augmentation level of the low-res input"
     )
-    fidelity.add_argument("--batch_size", type=int, default=250)
-    fidelity.add_argument("--seed", type=int, default=0)
+    fidelity.add_argument("--batch_size", type=positive_int, default=250)
+    fidelity.add_argument("--seed", type=seed_int, default=0)
     quality = commands.add_parser(
         "prior-quality",
         help="cosine similarity and retrieval of a prior's embeddings vs baselines without one",
     )
     quality.add_argument("checkpoint", help="prior checkpoint (.ckpt)")
-    quality.add_argument("--split", default="test", help="data split of the evaluation pairs: val or test")
-    quality.add_argument("--n", type=int, default=1000, help="number of evaluation pairs")
     quality.add_argument(
-        "--n_train", type=int, default=5000, help="training pairs the linear baseline is fitted on"
+        "--split", default="test", choices=("val", "test"), help="data split of the evaluation pairs"
     )
-    quality.add_argument("--scales", type=float, nargs="+", default=[1.0], help="prior CFG scales")
+    quality.add_argument("--n", type=positive_int, default=1000, help="number of evaluation pairs")
     quality.add_argument(
-        "--candidates", type=int, nargs="+", default=[1], help="prior candidates k per caption"
+        "--n_train", type=positive_int, default=5000, help="training pairs the linear baseline is fitted on"
+    )
+    quality.add_argument("--scales", type=finite_float, nargs="+", default=[1.0], help="prior CFG scales")
+    quality.add_argument(
+        "--candidates", type=positive_int, nargs="+", default=[1], help="prior candidates k per caption"
     )
     add_sampler_options(quality)
-    quality.add_argument("--seed", type=int, default=0)
-    quality.add_argument("--batch_size", type=int, default=250)
+    quality.add_argument("--seed", type=seed_int, default=0)
+    quality.add_argument("--batch_size", type=positive_int, default=250)
     quality.add_argument("--out", default=None, help="also write the JSON to this file")
     variation = commands.add_parser("variations", help="unCLIP image variations of real images (a PNG grid)")
     variation.add_argument("checkpoint", help="unCLIP decoder checkpoint (.ckpt)")
-    variation.add_argument("--n", type=int, default=8, help="number of real images (rows)")
-    variation.add_argument("--per_image", type=int, default=7, help="variations per image (columns)")
-    variation.add_argument("--scale", type=float, default=3.0, help="CFG scale on the image embedding")
-    variation.add_argument("--split", default="test", help="data split of the real images")
+    variation.add_argument("--n", type=positive_int, default=8, help="number of real images (rows)")
+    variation.add_argument("--per_image", type=positive_int, default=7, help="variations per image (columns)")
+    variation.add_argument("--scale", type=finite_float, default=3.0, help="CFG scale on the image embedding")
+    variation.add_argument(
+        "--split", default="test", choices=("val", "test"), help="data split of the real images"
+    )
     add_sampler_options(variation)
-    variation.add_argument("--seed", type=int, default=0)
-    variation.add_argument("--batch_size", type=int, default=64)
+    variation.add_argument("--seed", type=seed_int, default=0)
+    variation.add_argument("--batch_size", type=positive_int, default=64)
     variation.add_argument("--out", default=None, help="output folder (default: the checkpoint's run folder)")
     variation.add_argument("--no_wandb", dest="wandb", action="store_false", help="do not log to W&B")
     variation.add_argument("--project", default="lightning-diffusion", help="W&B project")

@@ -8,9 +8,12 @@ holds its network's spec; ``instantiate`` turns a spec back into the object.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import inspect
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 _SPEC_ATTRIBUTE = "_configurable_spec"
@@ -18,6 +21,40 @@ _SPEC_ATTRIBUTE = "_configurable_spec"
 
 class ConfigError(ValueError):
     """A configuration or input the user wrote is wrong; the message says what and how to fix it."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """The suffix " (did you mean X?)" naming the known name closest to ``name``, or "" if none is close."""
+    match = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def unknown_name(what: str, name: Any, known: Iterable[str]) -> ConfigError:
+    """The error for a name that is not among ``known``: the closest one, then all of them."""
+    known = list(known)
+    closest = did_you_mean(name, known)
+    return ConfigError(f"unknown {what} {name!r}{closest}; choose one of {', '.join(known)}.")
+
+
+def output_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a folder to write into, refusing an existing file there (which ``mkdir`` would trip on)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"{option} {str(path)!r} is a file, not a folder; pass a folder to write the outputs in."
+        )
+    return folder
+
+
+_RESTATEMENTS = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'")
+
+
+def parser_reason(error: Exception) -> str:
+    """jsonargparse's nested, multi-line error as one line: the reasons, without its restatements of the
+    union's subtypes and of the given value."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    reasons = [line.removeprefix("- ") for line in lines if line and not line.startswith(_RESTATEMENTS)]
+    return " ".join(reasons)
 
 
 def class_path_of(cls: type) -> str:
@@ -81,6 +118,10 @@ class Configurable:
 def import_class(class_path: str) -> type:
     """Import ``package.module.Class``; a clear ``ConfigError`` if it does not exist."""
     module_name, _, class_name = class_path.rpartition(".")
+    if not module_name:
+        raise ConfigError(
+            f"cannot import {class_path!r}: a class_path is the full dotted path package.module.Class."
+        )
     try:
         return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,21 +28,46 @@ def _as_denoiser(model: Denoiser | str | Path, device: torch.device | str | None
 
 def labels_for(model: Any, labels: Sequence[int] | Tensor | None, n: int | None) -> Tensor | None:
     """The labels to sample as a long tensor (None for ``n`` unconditional samples), after refusing
-    labels for an unconditional ``model`` (anything with ``num_classes``) or a count that disagrees."""
+    labels for an unconditional ``model`` (anything with ``num_classes``), labels that are not classes of
+    it, or a count that is not a positive integer or disagrees with the labels."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(
+            f"give the labels to sample, or the number n of unconditional samples (a positive integer), got "
+            f"n={n!r}."
+        )
     if labels is None:
-        if n is None or n < 1:
+        if n is None:
             raise ConfigError("give the labels to sample, or the number n of unconditional samples (n >= 1).")
         return None
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    labels = _as_labels(labels)
     if labels.numel() == 0:
         raise ConfigError("the list of labels to sample is empty; give at least one label.")
     if model.num_classes is None:
         raise ConfigError(
             "this denoiser is unconditional (num_classes: null): sample with n=..., not labels."
         )
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= model.num_classes:
+        raise ConfigError(
+            f"labels must lie in [0, {model.num_classes - 1}] (the classes of this model), got values from "
+            f"{low} to {high}; for samples that ignore the label use guidance_scale=0."
+        )
     if n is not None and n != labels.numel():
         raise ConfigError(f"n={n} disagrees with the {labels.numel()} labels given; pass one of them.")
     return labels
+
+
+def _as_labels(labels: Sequence[int] | Tensor) -> Tensor:
+    """``labels`` as a flat long tensor, refusing values that are not whole numbers (rather than
+    truncating 1.5 to 1)."""
+    try:
+        values = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"labels must be a list of class indices (integers), got {labels!r}.") from None
+    fractional = values.is_floating_point() or values.is_complex() or values.dtype == torch.bool
+    if values.numel() and fractional:
+        raise ConfigError(f"labels must be class indices (integers), got {values.dtype} values {labels!r}.")
+    return values.to(torch.long).reshape(-1)
 
 
 class CountingModel:
@@ -95,6 +121,8 @@ def sample_in_batches(
     from ``first_index``) draws its noise from a generator seeded by (seed, i), so a sample is the same
     whatever the batch size; ``conditions`` (e.g. ``{"label": labels}``, one row per sample, if given)
     condition the samples."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     batches = []
     for start in tqdm(range(0, total, batch_size), desc=desc, disable=not progress):
         stop = min(start + batch_size, total)
@@ -125,6 +153,8 @@ def sample(
     ``SamplerSpec``, a solver name or a mapping of its fields, e.g. ``{"name": "dpmpp_2m", "steps": 20}``.
     """
     sampler = SamplerSpec.of(sampler)
+    if not math.isfinite(guidance_scale):
+        raise ConfigError(f"guidance_scale must be a finite number, got {guidance_scale}.")
     model = _as_denoiser(model, device)
     labels = labels_for(model, labels, n)
     guidance = guidance or ClassifierFree(guidance_scale)

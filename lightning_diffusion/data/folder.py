@@ -127,8 +127,9 @@ class ImageFolder(DataSource):
     def _split_dir(self, split: str) -> Path:
         root = Path(self.root)
         if not root.is_dir():
+            state = "is a file, not a folder" if root.exists() else "does not exist"
             raise ConfigError(
-                f"image folder {self.root!r} does not exist; set root (data.init_args.source.init_args.root) "
+                f"image folder {self.root!r} {state}; set root (data.init_args.source.init_args.root) "
                 f"to a folder holding {FOLDER_LAYOUT}."
             )
         held_out = next((root / name for name in HELD_OUT_FOLDERS if (root / name).is_dir()), None)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lightning_diffusion.config import ConfigError, Configurable
+from lightning_diffusion.config import ConfigError, Configurable, did_you_mean
 from lightning_diffusion.data.idx import read_idx_pair
 
 SPLITS = ("train", "test")
@@ -241,8 +241,9 @@ class TorchvisionDataset(DataSource):
                 f"{OWN_SOURCES[name]} (it reads torchvision's files too)."
             )
         if name not in TORCHVISION_DATASETS:
+            closest = did_you_mean(name, [*TORCHVISION_DATASETS, *OWN_SOURCES])
             raise ConfigError(
-                f"unknown torchvision dataset {name!r}; the known ones are: "
+                f"unknown torchvision dataset {name!r}{closest}; the known ones are: "
                 f"{', '.join(TORCHVISION_DATASETS)} (use CIFAR10 for CIFAR-10, FashionMNIST for "
                 "Fashion-MNIST, ImageFolder for a folder of images)."
             )

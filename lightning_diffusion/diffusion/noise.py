@@ -12,9 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_diffusion.config import ConfigError
+
 
 def sample_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for sample ``index`` of run ``seed``."""
+    """A well-mixed 63-bit seed for sample ``index`` of run ``seed`` (both whole numbers, 0 or more)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"a seed must be a whole number, 0 or more, got {seed!r}.")
     state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 

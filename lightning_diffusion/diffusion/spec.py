@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, did_you_mean, unknown_name
 from lightning_diffusion.diffusion.grids import GRIDS, noise_grid
 from lightning_diffusion.diffusion.samplers import SOLVERS, Denoise, Solver
 from lightning_diffusion.diffusion.schedule import CosineSchedule
@@ -67,7 +67,10 @@ class SamplerSpec:
             known = {field.name for field in fields(cls)}
             unknown = sorted(set(value) - known)
             if unknown:
-                raise ConfigError(f"unknown sampler setting(s) {unknown}; the settings are {sorted(known)}.")
+                raise ConfigError(
+                    f"unknown sampler setting(s) {unknown}{did_you_mean(unknown[0], known)}; the settings "
+                    f"are {sorted(known)}."
+                )
             return cls(**value)
         raise ConfigError(
             f"a sampler is a SamplerSpec, a solver name or a mapping, not {type(value).__name__}."
@@ -81,9 +84,9 @@ class SamplerSpec:
         """Return self, after refusing an unknown solver or grid, too few steps, an option the solver
         does not take, or an option value out of range, each with what to do instead."""
         if self.name not in SOLVERS:
-            raise ConfigError(f"unknown sampler {self.name!r}; choose one of {', '.join(SOLVERS)}.")
+            raise unknown_name("sampler", self.name, SOLVERS)
         if self.grid not in GRIDS:
-            raise ConfigError(f"unknown noise-level grid {self.grid!r}; choose one of {', '.join(GRIDS)}.")
+            raise unknown_name("noise-level grid", self.grid, GRIDS)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < self.solver.order:
             raise ConfigError(
                 f"the {self.name} sampler needs an integer number of steps of at least {self.solver.order} "
@@ -96,8 +99,10 @@ class SamplerSpec:
     def _check_levels(self) -> None:
         for name in ("sigma_max", "sigma_min"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} (a noise level sigma / alpha) must be positive, got {value}.")
+            if value is not None and not 0 < value < math.inf:
+                raise ConfigError(
+                    f"{name} (a noise level sigma / alpha) must be positive and finite, got {value}."
+                )
         if self.sigma_max is not None and self.sigma_min is not None and self.sigma_min >= self.sigma_max:
             raise ConfigError(f"sigma_min={self.sigma_min} must be below sigma_max={self.sigma_max}.")
 
@@ -111,9 +116,11 @@ class SamplerSpec:
                 f"{'it' if len(refused) == 1 else 'them'} or choose a sampler that does "
                 f"({self._samplers_taking(refused[0])})."
             )
-        negative = [name for name, value in given.items() if value < 0]
+        negative = [name for name, value in given.items() if not 0 <= value < math.inf]
         if negative:
-            raise ConfigError(f"{', '.join(negative)} must not be negative, got {given}.")
+            raise ConfigError(
+                f"{', '.join(negative)} must not be negative (and must be finite), got {given}."
+            )
         options = self.options
         if "S_churn" in options:
             most = self.steps * MAX_CHURN_PER_STEP

@@ -3,7 +3,8 @@
 A method's ``guide`` returns the guided D together with its reference, the unguided conditional D
 (s = 1), which modifiers such as CFG rescale need; ``__call__`` returns the guided D alone.
 ``GuidedDenoiser(model, guidance, cond)`` is the ``(z, t) -> D`` callable samplers take. All methods
-share one scale convention (DESIGN.md): s = 1 plain conditional, s = 0 unconditional / unguided, s > 1 guided.
+share one scale convention (docs/design.md): s = 1 plain conditional, s = 0 unconditional / unguided,
+s > 1 guided.
 """
 
 from __future__ import annotations
