@@ -1,5 +1,6 @@
 """Guidance methods behind one interface (``Guidance``), composable with any diffusion model."""
 
+from lightning_diffusion.guidance.apg import AdaptiveProjectedGuidance, APGOptions
 from lightning_diffusion.guidance.autoguidance import AutoGuidance
 from lightning_diffusion.guidance.base import (
     Condition,
@@ -9,17 +10,26 @@ from lightning_diffusion.guidance.base import (
     GuidedDenoiser,
     concat_conditions,
 )
+from lightning_diffusion.guidance.cfg_zero_star import CFGZeroStar, CFGZeroStarOptions
+from lightning_diffusion.guidance.cfgpp import CFGPlusPlus
 from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
 from lightning_diffusion.guidance.factory import METHODS, build_guidance
 from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
+from lightning_diffusion.guidance.schedules import SCHEDULES, ScaleSchedule, scheduled
 
 __all__ = [
     "METHODS",
+    "SCHEDULES",
+    "APGOptions",
+    "AdaptiveProjectedGuidance",
     "AutoGuidance",
+    "CFGPlusPlus",
     "CFGRescale",
+    "CFGZeroStar",
+    "CFGZeroStarOptions",
     "ClassifierFree",
     "ClassifierGuidance",
     "ClipGuidance",
@@ -34,6 +44,8 @@ __all__ = [
     "GuidedDenoiser",
     "Modifier",
     "NoisyClassifier",
+    "ScaleSchedule",
     "build_guidance",
     "concat_conditions",
+    "scheduled",
 ]
