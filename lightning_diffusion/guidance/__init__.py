@@ -1,5 +1,6 @@
 """Guidance methods behind one interface (``Guidance``), composable with any diffusion model."""
 
+from lightning_diffusion.guidance.apg import AdaptiveProjectedGuidance, APGOptions
 from lightning_diffusion.guidance.autoguidance import AutoGuidance
 from lightning_diffusion.guidance.base import (
     Condition,
@@ -9,6 +10,8 @@ from lightning_diffusion.guidance.base import (
     GuidedDenoiser,
     concat_conditions,
 )
+from lightning_diffusion.guidance.cfg_zero_star import CFGZeroStar, CFGZeroStarOptions
+from lightning_diffusion.guidance.cfgpp import CFGPlusPlus
 from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
@@ -17,11 +20,18 @@ from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
 from lightning_diffusion.guidance.multi_condition import ComposedCFG, MultiConditionCFG, MultiConditionOptions
 from lightning_diffusion.guidance.pag import PAGOptions, PerturbedAttentionGuidance
+from lightning_diffusion.guidance.schedules import SCHEDULES, ScaleSchedule, scheduled
 
 __all__ = [
     "METHODS",
+    "SCHEDULES",
+    "APGOptions",
+    "AdaptiveProjectedGuidance",
     "AutoGuidance",
+    "CFGPlusPlus",
     "CFGRescale",
+    "CFGZeroStar",
+    "CFGZeroStarOptions",
     "ClassifierFree",
     "ClassifierGuidance",
     "ClipGuidance",
@@ -41,6 +51,8 @@ __all__ = [
     "NoisyClassifier",
     "PAGOptions",
     "PerturbedAttentionGuidance",
+    "ScaleSchedule",
     "build_guidance",
     "concat_conditions",
+    "scheduled",
 ]

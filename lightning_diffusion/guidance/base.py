@@ -2,7 +2,8 @@
 
 A method's ``guide`` returns the guided D together with its reference, the unguided conditional D
 (s = 1), which modifiers such as CFG rescale need; ``__call__`` returns the guided D alone.
-``GuidedDenoiser(model, guidance, cond)`` is the ``(z, t) -> D`` callable samplers take. All methods
+``GuidedDenoiser(model, guidance, cond)`` is the ``(z, t) -> D`` callable samplers take (a
+``Denoised(D, renoise)`` where the method renoises with another estimate, as CFG++ does). All methods
 share one scale convention (docs/design.md): s = 1 plain conditional, s = 0 unconditional / unguided,
 s > 1 guided.
 """
@@ -16,7 +17,8 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from lightning_diffusion.diffusion import CosineSchedule
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.diffusion import CosineSchedule, Denoised
 
 Condition = Mapping[str, Any]
 
@@ -32,10 +34,37 @@ class DiffusionModel(Protocol):
 
 
 class Guided(NamedTuple):
-    """A guided estimate and its reference (the unguided conditional D; None where it was not computed)."""
+    """A guided estimate, its reference (the unguided conditional D; None where it was not computed) and,
+    for guidance that renoises with another estimate than the one it steps to (CFG++), the D whose implied
+    noise the sampler puts back (None: the guided D's own)."""
 
     denoised: Tensor
     reference: Tensor | None
+    renoise: Tensor | None = None
+
+    @property
+    def renoise_estimate(self) -> Tensor:
+        """The D whose implied noise the sampler puts back: ``renoise`` where set, else the guided D."""
+        return self.denoised if self.renoise is None else self.renoise
+
+
+def per_sample_dot(first: Tensor, second: Tensor) -> Tensor:
+    """<first_i, second_i> over all pixel dimensions, shape (B,), accumulated in at least float32 (for
+    projections of one estimate onto another: APG, CFG-Zero*)."""
+    dtype = torch.promote_types(first.dtype, torch.float32)
+    return (first.to(dtype) * second.to(dtype)).flatten(1).sum(1)
+
+
+def shared_time(t: Tensor, needs: str) -> float:
+    """The one time all samples of a batch share (samplers pass it so, on the host: no synchronisation),
+    for a method that acts per step; ``needs`` says which, for the error when the times differ."""
+    low, high = (float(value) for value in t.aminmax())
+    if low != high:
+        raise ConfigError(
+            f"{needs} acts per sampler step, so all samples of a batch must share one time, as samplers pass "
+            f"it; got times from {low:g} to {high:g}."
+        )
+    return high
 
 
 def concat_conditions(first: Condition, second: Condition) -> dict[str, Any]:
@@ -51,7 +80,11 @@ def concat_conditions(first: Condition, second: Condition) -> dict[str, Any]:
 
 
 class Guidance(ABC):
-    """One guidance method. ``reset`` clears per-run state (e.g. momentum) before each sampling run."""
+    """One guidance method. ``reset`` clears per-run state (e.g. momentum) before each sampling run.
+
+    Every method exposes its ``scale`` (DESIGN.md's convention), which a schedule may set per step."""
+
+    scale: float
 
     @abstractmethod
     def guide(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
@@ -84,5 +117,9 @@ class GuidedDenoiser:
             check_condition(cond)
         guidance.reset()
 
-    def __call__(self, z: Tensor, t: Tensor) -> Tensor:
-        return self.guidance(self.model, z, t, self.cond)
+    def __call__(self, z: Tensor, t: Tensor) -> Tensor | Denoised:
+        """The guided D, or ``Denoised(D, renoise)`` for guidance that renoises with another estimate."""
+        guided = self.guidance.guide(self.model, z, t, self.cond)
+        if guided.renoise is None:
+            return guided.denoised
+        return Denoised(guided.denoised, guided.renoise)

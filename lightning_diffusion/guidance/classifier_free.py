@@ -27,11 +27,24 @@ class ClassifierFree(Guidance):
         if self.scale == 1.0:
             conditional = model.denoise(z, t, cond)
             return Guided(conditional, conditional)
-        null_keys = model.null_condition(z.shape[0], z.device)
-        null = {**cond, **null_keys}
         if self.scale == 0.0:
-            return Guided(model.denoise(z, t, null), None)
-        cond = {**null_keys, **cond}  # a key the condition leaves out means ∅: batch it as such
-        both = model.denoise(torch.cat([z, z]), torch.cat([t, t]), concat_conditions(cond, null))
-        conditional, unconditional = both.chunk(2)
+            return Guided(unconditional_estimate(model, z, t, cond), None)
+        conditional, unconditional = conditional_and_unconditional(model, z, t, cond)
         return Guided(unconditional.lerp(conditional, self.scale), conditional)
+
+
+def unconditional_estimate(model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Tensor:
+    """D(z | ∅): the null condition replaces the keys the model drops and keeps the others."""
+    return model.denoise(z, t, {**cond, **model.null_condition(z.shape[0], z.device)})
+
+
+def conditional_and_unconditional(
+    model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition
+) -> tuple[Tensor, Tensor]:
+    """(D(z | x), D(z | ∅)) from one batched forward pass, for every method built on the two estimates."""
+    null_keys = model.null_condition(z.shape[0], z.device)
+    null = {**cond, **null_keys}
+    cond = {**null_keys, **cond}  # a key the condition leaves out means ∅: batch it as such
+    both = model.denoise(torch.cat([z, z]), torch.cat([t, t]), concat_conditions(cond, null))
+    conditional, unconditional = both.chunk(2)
+    return conditional, unconditional

@@ -1,7 +1,7 @@
 """Modifiers: wrappers that change where or how any guidance method (the ``inner`` one) acts.
 
-Each returns a ``Guided`` whose reference (the unguided conditional D) passes through from the inner
-method, so modifiers compose in any order.
+Each returns a ``Guided`` whose reference (the unguided conditional D) and renoise estimate pass through
+from the inner method, so modifiers compose in any order.
 """
 
 from __future__ import annotations
@@ -19,6 +19,15 @@ class Modifier(Guidance):
 
     def __init__(self, inner: Guidance) -> None:
         self.inner = inner
+
+    @property
+    def scale(self) -> float:
+        """The wrapped method's scale (what a schedule sets)."""
+        return self.inner.scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self.inner.scale = value
 
     def unguided(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
         return self.inner.unguided(model, z, t, cond)
@@ -84,7 +93,10 @@ class GuidanceInterval(Modifier):
         plain = self.inner.unguided(model, z[~inside], t[~inside], select_condition(cond, ~inside))
         references = (guided.reference, plain.reference)
         reference = None if any(r is None for r in references) else merge(inside, *references)
-        return Guided(merge(inside, guided.denoised, plain.denoised), reference)
+        renoise = None
+        if guided.renoise is not None or plain.renoise is not None:
+            renoise = merge(inside, guided.renoise_estimate, plain.renoise_estimate)
+        return Guided(merge(inside, guided.denoised, plain.denoised), reference, renoise)
 
 
 class CFGRescale(Modifier):
@@ -109,7 +121,7 @@ class CFGRescale(Modifier):
             dims, correction=0, keepdim=True
         )
         rescaled = guided.denoised * ratio
-        return Guided(guided.denoised.lerp(rescaled, self.phi), guided.reference)
+        return guided._replace(denoised=guided.denoised.lerp(rescaled, self.phi))
 
 
 class DynamicThresholding(Modifier):
@@ -132,4 +144,4 @@ class DynamicThresholding(Modifier):
         denoised = guided.denoised
         level = torch.quantile(denoised.abs().flatten(1).float(), self.percentile, dim=1)
         bound = broadcast_to(level.clamp_min(self.max_value).to(denoised.dtype), denoised)
-        return Guided(denoised.clamp(-bound, bound) * (self.max_value / bound), guided.reference)
+        return guided._replace(denoised=denoised.clamp(-bound, bound) * (self.max_value / bound))
