@@ -3,6 +3,8 @@ conditioner combines parts, models made from parts alone, and checkpoints writte
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from test_contrastive import tiny_contrastive_encoder
@@ -328,11 +330,12 @@ def test_a_yaml_config_lists_parts_by_class_path(tmp_path, monkeypatch):
     import train
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # LightningCLI reads args=..., not pytest's own argv
     overlay = tmp_path / "parts.yaml"
     overlay.write_text(
         "model:\n"
         "  init_args:\n"
-        "    net: {init_args: {in_channels: 2}}\n"
+        "    net: {init_args: {in_channels: 2, out_channels: 1}}\n"
         "    conditions:\n"
         "      - class_path: lightning_diffusion.components.conditions.LowResImage\n"
         "        init_args: {size: 4}\n"
