@@ -345,3 +345,45 @@ def test_a_yaml_config_lists_parts_by_class_path(tmp_path, monkeypatch):
     quiet = ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]
     cli = train.main(args=["--config", str(digits), "--config", str(overlay), *quiet], run=False)
     assert list(cli.model.conditioner) == ["label", "low_res", "aug_level"]
+
+
+FAMILY_CONFIGS = sorted(
+    path
+    for pattern in ("denoiser*.yaml", "upsampler*.yaml", "unclip_decoder*.yaml", "text_denoiser*.yaml")
+    for path in REPO.glob(f"configs/*/{pattern}")
+    if path.parent.name not in ("cifar10", "imagenet64")  # tests/test_recipes.py fits those on stand-ins
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", FAMILY_CONFIGS, ids=lambda path: str(path.relative_to(REPO / "configs")))
+def test_every_denoiser_family_config_trains_two_steps(config, tmp_path, monkeypatch):
+    """Each config of the Denoiser family (a small network, batch 4, on the CPU) fits two steps."""
+    import yaml
+    from test_cli import FASHION_MNIST_DIR, SMALL_NET, encoder_checkpoint_for, quiet
+
+    import train
+
+    if "FashionMNIST" in config.read_text() and not FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"needs Fashion-MNIST at {FASHION_MNIST_DIR}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    model_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    encoder = []
+    if "encoder" in model_args:
+        encoder = [
+            "--model.init_args.encoder",
+            encoder_checkpoint_for(config, model_args, tmp_path / "enc.ckpt"),
+        ]
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true"]
+    steps = [
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--data.init_args.batch_size",
+        "4",
+    ]
+    train.main(args=["fit", "--config", str(config), *quiet(tmp_path), *SMALL_NET, *cpu, *steps, *encoder])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2
