@@ -30,7 +30,8 @@ from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.grid import save_grid, sorted_grid
-from lightning_diffusion.guidance.factory import METHODS, build_guidance, uses_interval
+from lightning_diffusion.guidance.factory import build_guidance
+from lightning_diffusion.guidance.registry import get_method, method_names
 from lightning_diffusion.metrics import FeatureExtractor, SampleMetrics
 from lightning_diffusion.metrics.clip_score import clip_scores
 from lightning_diffusion.pipeline import Cascade, Unclip
@@ -42,7 +43,6 @@ from lightning_diffusion.sampling import CountingModel, generate
 log = logging.getLogger(__name__)
 CASCADE = "cascade"  # base denoiser + upsamplers; its scale is the base stage's CFG scale
 UNCLIP = "unclip"  # prior + unCLIP decoder (+ upsamplers); its scale is the decoder's CFG scale
-SWEEP_METHODS = (*METHODS, CASCADE, UNCLIP)
 METRIC_KEYS = (
     "fid",
     "inception_score",
@@ -87,13 +87,12 @@ class SweepSettings:
 
     def validate(self) -> None:
         """Refuse settings that cannot make a sweep, with the fix in the message."""
+        known = (*method_names(), CASCADE, UNCLIP)
         if not self.methods:
-            raise ConfigError(f"the list of methods is empty; choose from {', '.join(SWEEP_METHODS)}.")
-        unknown = [m for m in self.methods if m not in SWEEP_METHODS]
+            raise ConfigError(f"the list of methods is empty; choose from {', '.join(known)}.")
+        unknown = [m for m in self.methods if m not in known]
         if unknown:
-            raise ConfigError(
-                f"unknown guidance method(s) {unknown}; choose from {', '.join(SWEEP_METHODS)}."
-            )
+            raise ConfigError(f"unknown guidance method(s) {unknown}; choose from {', '.join(known)}.")
         if self.num_samples < 2:
             raise ConfigError(
                 f"num_samples must be at least 2 (FID needs two samples), got {self.num_samples}."
@@ -454,7 +453,7 @@ def _row_sampler(
         classifier=models.classifier,
         guide_model=guide,
         contrastive=models.contrastive,
-        interval=settings.interval if uses_interval(method) else None,
+        interval=settings.interval if "interval" in get_method(method).required else None,
         rescale=settings.rescale,
         threshold=settings.threshold,
     )

@@ -1,4 +1,7 @@
-"""Guidance methods behind one interface (``Guidance``), composable with any diffusion model."""
+"""Guidance methods behind one interface (``Guidance``), composable with any diffusion model.
+
+Each method's module registers it (``register_method``) when imported here: a new method is one file
+plus one import line below."""
 
 from lightning_diffusion.guidance.autoguidance import AutoGuidance
 from lightning_diffusion.guidance.base import (
@@ -12,12 +15,18 @@ from lightning_diffusion.guidance.base import (
 from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
-from lightning_diffusion.guidance.factory import METHODS, build_guidance
+from lightning_diffusion.guidance.factory import build_guidance
 from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
+from lightning_diffusion.guidance.registry import (
+    GuidanceInputs,
+    GuidanceMethod,
+    get_method,
+    method_names,
+    register_method,
+)
 
 __all__ = [
-    "METHODS",
     "AutoGuidance",
     "CFGRescale",
     "ClassifierFree",
@@ -29,11 +38,16 @@ __all__ = [
     "DynamicThresholding",
     "GradientGuidance",
     "Guidance",
+    "GuidanceInputs",
     "GuidanceInterval",
+    "GuidanceMethod",
     "Guided",
     "GuidedDenoiser",
     "Modifier",
     "NoisyClassifier",
     "build_guidance",
     "concat_conditions",
+    "get_method",
+    "method_names",
+    "register_method",
 ]
