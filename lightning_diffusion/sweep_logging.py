@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_diffusion.sweep import METRIC_KEYS, ROW_KEYS
+from lightning_diffusion.metrics import METRIC_KEYS
+from lightning_diffusion.sweep import ROW_KEYS
 
 PLOTTED = METRIC_KEYS
 

@@ -87,19 +87,7 @@ class GuidanceMethod:
 
     def parse_options(self, values: Mapping[str, Any] | None) -> Any:
         """The method's options from a mapping (defaults for keys left out); unknown keys are refused."""
-        values = dict(values or {})
-        if self.options is None:
-            if values:
-                raise ConfigError(f"guidance method {self.name} takes no options, got {sorted(values)}.")
-            return None
-        known = [option.name for option in dataclasses.fields(self.options)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"guidance method {self.name} has no option(s) {unknown}"
-                f"{did_you_mean(unknown[0], known)}; its options are: {', '.join(known) or 'none'}."
-            )
-        return self.options(**values)
+        return parse_options(f"guidance method {self.name}", self.options, values)
 
     def check_modifiers(self, given: Mapping[str, Any]) -> None:
         """Refuse a modifier the method does not use, or the lack of one it requires, with the reason."""
@@ -160,6 +148,24 @@ def get_method(name: str) -> GuidanceMethod:
         f"unknown guidance method {name!r}{did_you_mean(name, _methods)}; the registered methods are: "
         f"{', '.join(sorted(_methods))}."
     )
+
+
+def parse_options(owner: str, options: type | None, values: Mapping[str, Any] | None) -> Any:
+    """An ``options`` dataclass instance from a mapping (defaults for keys left out), or None for an owner
+    without options; a key that is no field is refused, naming the closest and listing them all."""
+    values = dict(values or {})
+    if options is None:
+        if values:
+            raise ConfigError(f"{owner} takes no options, got {sorted(values)}.")
+        return None
+    known = [option.name for option in dataclasses.fields(options)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{owner} has no option(s) {unknown}{did_you_mean(unknown[0], known)}; its options are: "
+            f"{', '.join(known)}."
+        )
+    return options(**values)
 
 
 def with_options(cls: Callable[..., Guidance]) -> Callable[[GuidanceInputs], Guidance]:

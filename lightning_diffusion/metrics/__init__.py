@@ -12,8 +12,19 @@ from lightning_diffusion.metrics.features import (
 )
 from lightning_diffusion.metrics.sample_metrics import SampleMetrics
 
+METRIC_KEYS = (
+    "fid",
+    "inception_score",
+    "precision",
+    "recall",
+    "class_accuracy",
+    "clip_score",
+    "attribute_accuracy",
+)
+
 __all__ = [
     "FEATURES",
+    "METRIC_KEYS",
     "EvaluatorFeatures",
     "FeatureExtractor",
     "FeatureInputs",
