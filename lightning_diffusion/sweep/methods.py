@@ -106,8 +106,8 @@ class GuidedMethod(SweepMethod):
         self.method.check_modifiers(given)
 
     def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
-        self.method.check_models({role: getattr(models, role) for role in self.needs})
         super().check(models, settings, prompts)
+        self.method.check_models({role: getattr(models, role) for role in self.needs})
         denoiser = models.denoiser
         if self.method.conditional_denoiser:
             if prompts.text and not _takes_text(denoiser):
@@ -198,10 +198,10 @@ class ChainedMethod(SweepMethod):
                 )
 
     def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
+        super().check(models, settings, prompts)
         chain = getattr(models, self.needs[0])
         if chain is None:
             raise ConfigError(f"method {self.name} needs its stages: pass {self.option}.")
-        super().check(models, settings, prompts)
         if tuple(chain.image_shape) != tuple(models.denoiser.image_shape):
             raise ConfigError(
                 f"the {self.name} stages make images of shape {tuple(chain.image_shape)} but the denoiser "
