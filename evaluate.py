@@ -29,7 +29,13 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lightning_diffusion.config import ConfigError
+from lightning_diffusion.registry import did_you_mean
 from lightning_diffusion.sweep import SweepSettings
+
+
+def add_flag(parser: ArgumentParser, name: str, default: bool, description: str) -> None:
+    """A boolean option that works bare (``--save_samples``) and with a value (``--wandb false``)."""
+    parser.add_argument(name, type=bool, nargs="?", const=True, default=default, help=description)
 
 
 def build_parser() -> ArgumentParser:
@@ -96,19 +102,33 @@ def build_parser() -> ArgumentParser:
         help="method unclip: prior, unCLIP decoder and (optionally) upsampler checkpoints",
     )
     parser.add_argument("--out", type=str, required=True, help="output folder")
-    parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False)
+    parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False, skip={"save_samples"})
+    add_flag(parser, "--save_samples", False, "also write every sample as npz (samples_<row>_s<scale>.npz)")
     parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto")
-    parser.add_argument("--compile", type=bool, default=False, help="torch.compile the denoiser's network")
+    add_flag(parser, "--compile", False, "torch.compile the denoiser's network")
     parser.add_argument("--compile_mode", type=str, default="default", help="torch.compile mode")
     parser.add_argument("--cache_dir", type=str, default="runs/.reference_cache", help="real-feature cache")
-    parser.add_argument("--wandb", type=bool, default=True, help="log to W&B (offline without an API key)")
+    add_flag(parser, "--wandb", True, "log to W&B (offline without an API key)")
     parser.add_argument("--project", type=str, default="lightning-diffusion", help="W&B project")
     return parser
 
 
+def check_names(args: Any) -> None:
+    """Refuse an unknown sampler or feature network naming the closest known one and listing them all."""
+    from lightning_diffusion.diffusion.samplers import SOLVERS
+    from lightning_diffusion.metrics import FEATURES
+
+    for kind, name, known in (("sampler", args.sampler.name, SOLVERS), ("features", args.features, FEATURES)):
+        if name not in known:
+            raise ConfigError(
+                f"unknown {kind} {name!r}{did_you_mean(name, known)}; choose one of {', '.join(known)}."
+            )
+
+
 def sweep_settings(args: Any) -> SweepSettings:
     """The validated sweep settings among the parsed options."""
+    check_names(args)
     values = args.as_dict()  # nested options (the sampler spec) as plain mappings
     settings = SweepSettings(**{name: values[name] for name in SweepSettings.__dataclass_fields__})
     settings.validate()
@@ -149,7 +169,7 @@ def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettin
     text = (
         getattr(models.denoiser, "text_encoder", None) is not None
         or args.captions is not None
-        or any(method.startswith(("clip", "unclip")) for method in settings.methods)
+        or any(row.sweep_method.prompts == ("caption",) for row in settings.rows())
     )
     if not text:
         if models.num_classes is None:

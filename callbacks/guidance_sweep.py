@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_diffusion.metrics import FeatureInputs, build_features
@@ -14,11 +15,26 @@ from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
 from lightning_diffusion.sweep_logging import log_sweep_summary, wandb_row_logger
 
 
+def validated_model(trainer: pl.Trainer, pl_module: pl.LightningModule) -> pl.LightningModule:
+    """The model validation used: the averaged copy of a ``WeightAveraging`` callback (EMA), else the
+    module. Called after validation, when the callback has swapped the training weights back in, so the
+    averaged copy holds the averaged weights whatever the order of the callbacks."""
+    for callback in trainer.callbacks:
+        averaged = (
+            getattr(callback, "_average_model", None) if isinstance(callback, WeightAveraging) else None
+        )
+        if averaged is not None:
+            return averaged.module
+    return pl_module
+
+
 class GuidanceSweep(pl.Callback):
     """Every ``every_n_epochs`` validations, sweep the model being trained with the same code as
     ``evaluate.py`` (DDP-sharded over the trainer's ranks) into ``<default_root_dir>/sweeps/epoch<E>/``
-    and log the table, plots and grids to W&B. It samples with the weights validation uses, so list it
-    before the EMA callback. ``features`` and ``inception_weights`` choose the feature network as in
+    and log the table, plots and grids to W&B. It samples with the weights validation uses: the averaged
+    ones of the trainer's ``WeightAveraging`` callback (EMA) if there is one, wherever either callback is
+    listed (it runs once validation is over and takes the averaged model itself). ``features`` and
+    ``inception_weights`` choose the feature network as in
     ``evaluate.py`` (class accuracy comes from ``evaluator`` when given), built at construction so that a
     bad choice fails before training; ``settings`` take the fields of ``SweepSettings``."""
 
@@ -42,9 +58,10 @@ class GuidanceSweep(pl.Callback):
         self.settings = SweepSettings(**{"num_samples": 200, **(settings or {})})
         self.settings.validate()
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        model = validated_model(trainer, pl_module)
         device = pl_module.device
         evaluator = self.feature_inputs.evaluator
         if evaluator is not None:
@@ -55,19 +72,19 @@ class GuidanceSweep(pl.Callback):
         if self.guide_path is not None:
             guide = load_component(self.guide_path, kind="denoiser", map_location=device)
         models = SweepModels(
-            pl_module,
+            model,
             self.extractor,
             classifier,
             guide,
-            getattr(evaluator, "num_classes", None) or pl_module.num_classes,
+            getattr(evaluator, "num_classes", None) or model.num_classes,
             evaluator=self.feature_inputs.evaluator_features,
         )
         datamodule = trainer.datamodule
         out = Path(trainer.default_root_dir) / "sweeps" / f"epoch{trainer.current_epoch:04d}"
         wandb_runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         run = wandb_runs[0] if wandb_runs and trainer.is_global_zero else None
-        was_training = pl_module.training
-        pl_module.eval()
+        was_training = model.training
+        model.eval()
         rows = run_sweep(
             models,
             self.settings,
@@ -78,6 +95,6 @@ class GuidanceSweep(pl.Callback):
             log_row=wandb_row_logger(run) if run is not None else None,
             progress=False,
         )
-        pl_module.train(was_training)
+        model.train(was_training)
         if run is not None:
             log_sweep_summary(run, rows, out)

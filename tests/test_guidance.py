@@ -386,7 +386,8 @@ def test_build_guidance_maps_names_and_wraps_modifiers():
 @pytest.mark.parametrize(
     ("method", "match"),
     [
-        ("pag", "cfg, classifier, autoguidance, clip, cfg_interval, classifier_interval"),
+        ("pag", "autoguidance, autoguidance_interval, cfg, cfg_interval, classifier"),
+        ("cgf", "did you mean cfg"),
         ("classifier", "--classifier PATH"),
         ("autoguidance", "--guide PATH"),
         ("cfg_interval", "interval"),

@@ -70,7 +70,7 @@ def test_inception_sweep_rows_are_complete_and_a_second_run_encodes_no_real_imag
         assert all(row[key] is not None for key in (*COMPLETE, "class_accuracy")), row
         assert row["fid"] > 0 and row["inception_score"] >= 1
     cached = list((tmp_path / "cache").glob("real_*.pt"))
-    assert len(cached) == 1 and torch.load(cached[0], weights_only=True).shape == (8, 2048)
+    assert len(cached) == 1 and torch.load(cached[0], weights_only=True)["features"].shape == (8, 2048)
     stamp = cached[0].stat().st_mtime_ns
 
     caplog.clear()
@@ -138,4 +138,5 @@ def test_guidance_sweep_callback_takes_inception_features(files, tmp_path):
     trainer.fit(tiny_denoiser(), datamodule=digits_datamodule())
     (row,) = read_rows(tmp_path / "sweeps" / "epoch0000")
     assert all(row[key] is not None for key in COMPLETE) and row["class_accuracy"] is None
-    assert torch.load(next((tmp_path / "cache").glob("real_*.pt")), weights_only=True).shape == (4, 2048)
+    cache_file = next((tmp_path / "cache").glob("real_*.pt"))
+    assert torch.load(cache_file, weights_only=True)["features"].shape == (4, 2048)

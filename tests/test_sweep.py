@@ -99,7 +99,7 @@ def test_every_scale_sees_the_same_labels_and_noise(checkpoints, tmp_path):
 
 def test_a_killed_sweep_resumes_without_losing_finished_scales(checkpoints, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
-    import lightning_diffusion.sweep as sweep_module
+    import lightning_diffusion.sweep.outputs as sweep_module
 
     real_write = sweep_module.write_rows
 
@@ -207,7 +207,7 @@ def test_an_evaluator_of_another_data_set_is_refused(checkpoints, tmp_path):
 
 
 def test_settings_validation_lists_methods():
-    with pytest.raises(ConfigError, match="cfg, classifier"):
+    with pytest.raises(ConfigError, match="cascade, cfg, cfg_interval, classifier"):
         SweepSettings(methods=["nope"]).validate()
 
 
@@ -276,8 +276,8 @@ def test_a_cascade_whose_stages_do_not_chain_is_refused(checkpoints, tmp_path):
 def test_class_accuracy_of_cascade_rows_follows_the_cascade_base_not_the_denoiser():
     from types import SimpleNamespace
 
-    from lightning_diffusion.sweep import SweepModels
+    from lightning_diffusion.sweep import SweepModels, get_sweep_method
 
     conditional, unconditional = SimpleNamespace(num_classes=10), SimpleNamespace(num_classes=None)
     models = SweepModels(denoiser=conditional, extractor=None, cascade=unconditional)
-    assert models.conditioned("cfg") and not models.conditioned("cascade")
+    assert get_sweep_method("cfg").conditioned(models) and not get_sweep_method("cascade").conditioned(models)

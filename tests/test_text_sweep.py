@@ -127,8 +127,8 @@ def test_held_out_combinations_and_explicit_captions(checkpoints, tmp_path):
     [
         (("--clip_scorer", "contrastive"), "is the guiding contrastive encoder"),
         (("--captions", "[]"), "list of captions is empty"),
-        (("--methods", "[classifier]"), "guide towards class labels; with captions use cfg, clip or unclip"),
-        (("--contrastive", None), "CLIP guidance needs a noise-aware contrastive encoder"),
+        (("--methods", "[classifier]"), "guides towards class labels only, and this sweep samples captions"),
+        (("--contrastive", None), "clip needs a noise-aware contrastive encoder: pass --contrastive PATH"),
     ],
 )
 def test_bad_text_sweeps_are_clear_errors(checkpoints, tmp_path, change, message):

@@ -1,4 +1,7 @@
-"""Guidance methods behind one interface (``Guidance``), composable with any diffusion model."""
+"""Guidance methods behind one interface (``Guidance``), composable with any diffusion model.
+
+Each method's module registers it (``register_method``) when imported here: a new method is one file
+plus one import line below."""
 
 from lightning_diffusion.guidance.apg import AdaptiveProjectedGuidance, APGOptions
 from lightning_diffusion.guidance.autoguidance import AutoGuidance
@@ -15,15 +18,21 @@ from lightning_diffusion.guidance.cfgpp import CFGPlusPlus
 from lightning_diffusion.guidance.classifier import ClassifierGuidance, NoisyClassifier
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.clip import ClipGuidance, ContrastiveModel
-from lightning_diffusion.guidance.factory import METHODS, build_guidance
+from lightning_diffusion.guidance.factory import build_guidance
 from lightning_diffusion.guidance.gradient import GradientGuidance
 from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholding, GuidanceInterval, Modifier
 from lightning_diffusion.guidance.multi_condition import ComposedCFG, MultiConditionCFG, MultiConditionOptions
 from lightning_diffusion.guidance.pag import PAGOptions, PerturbedAttentionGuidance
+from lightning_diffusion.guidance.registry import (
+    GuidanceInputs,
+    GuidanceMethod,
+    get_method,
+    method_names,
+    register_method,
+)
 from lightning_diffusion.guidance.schedules import SCHEDULES, ScaleSchedule, scheduled
 
 __all__ = [
-    "METHODS",
     "SCHEDULES",
     "APGOptions",
     "AdaptiveProjectedGuidance",
@@ -42,7 +51,9 @@ __all__ = [
     "DynamicThresholding",
     "GradientGuidance",
     "Guidance",
+    "GuidanceInputs",
     "GuidanceInterval",
+    "GuidanceMethod",
     "Guided",
     "GuidedDenoiser",
     "Modifier",
@@ -54,5 +65,8 @@ __all__ = [
     "ScaleSchedule",
     "build_guidance",
     "concat_conditions",
+    "get_method",
+    "method_names",
+    "register_method",
     "scheduled",
 ]

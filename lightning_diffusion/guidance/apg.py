@@ -22,6 +22,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion.parameterization import broadcast_to
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided, per_sample_dot
 from lightning_diffusion.guidance.classifier_free import conditional_and_unconditional
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method, with_options
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,6 @@ class AdaptiveProjectedGuidance(Guidance):
         parallel, orthogonal = project(update, conditional)
         guided = conditional + (self.scale - 1.0) * (orthogonal + self.options.eta * parallel)
         return Guided(guided, conditional)
+
+
+register_method(GuidanceMethod("apg", build=with_options(AdaptiveProjectedGuidance), options=APGOptions))

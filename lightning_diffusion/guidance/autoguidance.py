@@ -12,6 +12,7 @@ from typing import Protocol
 from torch import Tensor
 
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method
 
 
 class Denoising(Protocol):
@@ -37,3 +38,14 @@ class AutoGuidance(Guidance):
             return Guided(main, main)
         weak = self.guide_model.denoise(z, t, cond).to(main.dtype)
         return Guided(weak.lerp(main, self.scale), main)
+
+
+AUTOGUIDANCE = register_method(
+    GuidanceMethod(
+        "autoguidance",
+        build=lambda inputs: AutoGuidance(inputs.guide, inputs.scale),
+        needs=("guide",),
+        conditional_denoiser=False,
+    )
+)
+register_method(AUTOGUIDANCE.requiring("interval"))

@@ -102,6 +102,9 @@ class Guidance(ABC):
     def reset(self) -> None:  # noqa: B027 - stateless methods keep this no-op
         """Forget state from a previous sampling run; stateless methods need nothing."""
 
+    def check_model(self, model: DiffusionModel) -> None:  # noqa: B027 - most methods guide any model
+        """Refuse, before any sampling, a model this method cannot guide (e.g. a PAG layer it lacks)."""
+
 
 class GuidedDenoiser:
     """Binds model, guidance and condition into the ``(z, t) -> D`` callable samplers take.

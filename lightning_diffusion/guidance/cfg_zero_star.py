@@ -34,6 +34,7 @@ from lightning_diffusion.guidance.base import (
     shared_time,
 )
 from lightning_diffusion.guidance.classifier_free import conditional_and_unconditional
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method, with_options
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,8 @@ class CFGZeroStar(Guidance):
         projected = broadcast_to(optimized.to(z.dtype), z) * u_unconditional
         velocity = projected + self.scale * (u_conditional - projected)
         return Guided(denoised_from_flow_velocity(velocity, z, alpha, sigma), conditional)
+
+
+register_method(
+    GuidanceMethod("cfg_zero_star", build=with_options(CFGZeroStar), options=CFGZeroStarOptions)
+)

@@ -21,6 +21,7 @@ from torch import Tensor
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided
 from lightning_diffusion.guidance.classifier_free import conditional_and_unconditional, unconditional_estimate
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method
 
 
 class CFGPlusPlus(Guidance):
@@ -48,3 +49,6 @@ class CFGPlusPlus(Guidance):
             return Guided(unconditional, None, unconditional)
         conditional, unconditional = conditional_and_unconditional(model, z, t, cond)
         return Guided(unconditional.lerp(conditional, self.scale), conditional, unconditional)
+
+
+register_method(GuidanceMethod("cfgpp", build=lambda inputs: CFGPlusPlus(inputs.scale), renoises=True))

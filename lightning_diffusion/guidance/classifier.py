@@ -12,6 +12,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.guidance.base import Condition, Guidance
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.gradient import GradientGuidance
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method
 
 
 class NoisyClassifier(Protocol):
@@ -40,3 +41,16 @@ class ClassifierGuidance(GradientGuidance):
         log_probs = torch.log_softmax(self.classifier.logits(z, t), dim=-1)
         labels = cond["label"].to(log_probs.device, torch.long).reshape(-1, 1)
         return log_probs.gather(1, labels).squeeze(1)
+
+
+CLASSIFIER = register_method(
+    GuidanceMethod(
+        "classifier",
+        build=lambda inputs: ClassifierGuidance(inputs.classifier, inputs.scale),
+        needs=("classifier",),
+        prompts=("label",),
+        follows_condition=True,
+        conditional_denoiser=False,
+    )
+)
+register_method(CLASSIFIER.requiring("interval"))

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided, concat_conditions
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method
 
 
 class ClassifierFree(Guidance):
@@ -48,3 +49,7 @@ def conditional_and_unconditional(
     both = model.denoise(torch.cat([z, z]), torch.cat([t, t]), concat_conditions(cond, null))
     conditional, unconditional = both.chunk(2)
     return conditional, unconditional
+
+
+CFG = register_method(GuidanceMethod("cfg", build=lambda inputs: ClassifierFree(inputs.scale)))
+register_method(CFG.requiring("interval"))

@@ -13,6 +13,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided
 from lightning_diffusion.guidance.classifier_free import ClassifierFree
 from lightning_diffusion.guidance.gradient import GradientGuidance
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method
 
 
 class ContrastiveModel(Protocol):
@@ -57,3 +58,21 @@ class ClipGuidance(GradientGuidance):
     def reset(self) -> None:
         self._text = None
         super().reset()
+
+
+CLIP = register_method(
+    GuidanceMethod(
+        "clip",
+        build=lambda inputs: ClipGuidance(inputs.contrastive, inputs.scale),
+        needs=("contrastive",),
+        prompts=("caption",),
+        follows_condition=True,
+        conditional_denoiser=False,
+        modifiers=("interval", "schedule", "threshold"),
+        refusals={
+            "rescale": "its base is the unconditional estimate, so there is no conditional reference to "
+            "rescale towards (CFG rescale would pass it through unchanged)"
+        },
+    )
+)
+register_method(CLIP.requiring("interval"))

@@ -35,6 +35,9 @@ class Modifier(Guidance):
     def reset(self) -> None:
         self.inner.reset()
 
+    def check_model(self, model: DiffusionModel) -> None:
+        self.inner.check_model(model)
+
 
 def select_condition(cond: Condition, mask: Tensor) -> dict:
     """The samples of a condition dict where ``mask`` is true (tensors by mask, lists by index)."""

@@ -23,6 +23,7 @@ from torch import Tensor
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided
 from lightning_diffusion.guidance.passes import denoise_each, weighted_sum
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method, with_options
 
 # The condition keys of a composed prompt (``Prompts(parts=...)`` puts them in each sample's condition):
 # per sample, the captions combined and their weights (relative to the scale; negative: NOT).
@@ -172,3 +173,13 @@ def _composed_prompts(cond: Condition, batch_size: int) -> tuple[list[Sequence[s
             f"{tuple(weights.shape)}."
         )
     return parts, weights
+
+
+register_method(
+    GuidanceMethod("multi_cfg", build=with_options(MultiConditionCFG), options=MultiConditionOptions)
+)
+register_method(
+    GuidanceMethod(
+        "composed_cfg", build=lambda inputs: ComposedCFG(inputs.scale), prompts=("caption",), composes=True
+    )
+)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided
 from lightning_diffusion.guidance.passes import denoise_each, weighted_sum
+from lightning_diffusion.guidance.registry import GuidanceMethod, register_method, with_options
 from lightning_diffusion.nets.blocks import AttentionBlock
 
 # The authors' Stable Diffusion pipeline perturbs the first attention layer of the middle block ("m0");
@@ -193,3 +194,13 @@ class PerturbedAttentionGuidance(Guidance):
         guided = weighted_sum(estimates, [coefficient for coefficient, _, _ in terms])
         first_is_plain = terms[0][1] is plain and not terms[0][2]
         return Guided(guided, estimates[0] if first_is_plain else None)
+
+
+register_method(
+    GuidanceMethod(
+        "pag",
+        build=with_options(PerturbedAttentionGuidance),
+        options=PAGOptions,
+        conditional_denoiser=False,  # the perturbed pass needs no null condition: unconditional models too
+    )
+)

@@ -1,0 +1,180 @@
+"""Guidance method registry: every method is one ``GuidanceMethod`` saying what it needs and how to build it.
+
+A method's file ends with its ``register_method(GuidanceMethod(...))`` call; third-party packages add
+theirs through the ``lightning_diffusion.methods`` entry-point group, whose entries point at a
+``GuidanceMethod`` (registered as it is) or at a module that registers its methods itself. Sweeps,
+``build_guidance`` and the command line look methods up with ``get_method``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.guidance.base import Guidance
+from lightning_diffusion.registry import did_you_mean
+
+ENTRY_POINT_GROUP = "lightning_diffusion.methods"
+MODIFIERS = ("interval", "schedule", "rescale", "threshold")
+PROMPTS = ("label", "caption")
+ROLES = {
+    "classifier": "a noisy classifier: pass --classifier PATH (a noisy_classifier checkpoint)",
+    "guide": "a guide model: pass --guide PATH (a smaller or less-trained denoiser checkpoint)",
+    "contrastive": "a noise-aware contrastive encoder: pass --contrastive PATH (a contrastive_encoder "
+    "checkpoint)",
+}
+
+_methods: dict[str, GuidanceMethod] = {}
+_discovered = False
+
+
+@dataclass(frozen=True)
+class GuidanceInputs:
+    """What ``GuidanceMethod.build`` gets: the scale, the models of the roles the method ``needs``
+    (None for the others) and its ``options`` (an instance of the method's options dataclass, or None)."""
+
+    scale: float
+    classifier: Any = None
+    guide: Any = None
+    contrastive: Any = None
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class GuidanceMethod:
+    """One guidance method and what it asks of a sweep.
+
+    ``build(inputs)`` makes its ``Guidance``; ``needs`` names the extra models (``ROLES``); ``options``
+    is the dataclass of its own settings (None: it has none); ``prompts`` what it can guide towards;
+    ``follows_condition`` whether samples follow their condition even with an unconditional denoiser
+    (gradient guidance); ``conditional_denoiser`` whether it needs a denoiser that takes the condition
+    (CFG contrasts its conditional and unconditional estimates); ``renoises`` whether it needs a sampler
+    that renoises with another estimate (CFG++); ``composes`` whether it reads composed prompts (several
+    weighted captions per sample, ``Prompts.parts``); ``modifiers`` the shared modifiers it accepts,
+    ``required`` those it cannot run without (``cfg_interval``), ``refusals`` why it refuses a modifier, by name."""
+
+    name: str
+    build: Callable[[GuidanceInputs], Guidance]
+    needs: tuple[str, ...] = ()
+    options: type | None = None
+    prompts: tuple[str, ...] = PROMPTS
+    follows_condition: bool = False
+    conditional_denoiser: bool = True
+    renoises: bool = False
+    composes: bool = False
+    modifiers: tuple[str, ...] = MODIFIERS
+    required: tuple[str, ...] = ()
+    refusals: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown_roles = sorted(set(self.needs) - set(ROLES))
+        unknown_modifiers = sorted((set(self.modifiers) | set(self.required)) - set(MODIFIERS))
+        if unknown_roles or unknown_modifiers or not set(self.prompts) <= set(PROMPTS):
+            raise ConfigError(
+                f"guidance method {self.name!r} declares unknown roles {unknown_roles}, modifiers "
+                f"{unknown_modifiers} or prompts {self.prompts}; the roles are {list(ROLES)}, the modifiers "
+                f"{list(MODIFIERS)}, the prompts {list(PROMPTS)}."
+            )
+        if self.options is not None and not dataclasses.is_dataclass(self.options):
+            raise ConfigError(f"guidance method {self.name!r}: options must be a dataclass type.")
+
+    def requiring(self, modifier: str) -> GuidanceMethod:
+        """The variant ``<name>_<modifier>`` that cannot run without ``modifier`` (e.g. ``cfg_interval``)."""
+        return dataclasses.replace(self, name=f"{self.name}_{modifier}", required=(*self.required, modifier))
+
+    def parse_options(self, values: Mapping[str, Any] | None) -> Any:
+        """The method's options from a mapping (defaults for keys left out); unknown keys are refused."""
+        return parse_options(f"guidance method {self.name}", self.options, values)
+
+    def check_modifiers(self, given: Mapping[str, Any]) -> None:
+        """Refuse a modifier the method does not use, or the lack of one it requires, with the reason."""
+        for modifier, value in given.items():
+            if value is not None and modifier not in self.modifiers:
+                reason = self.refusals.get(modifier, f"it accepts {', '.join(self.modifiers) or 'none'}")
+                raise ConfigError(f"guidance method {self.name} does not use {modifier}: {reason}.")
+        for modifier in self.required:
+            if given.get(modifier) is None:
+                raise ConfigError(
+                    f"{self.name} needs the {modifier} it is named after, e.g. --interval '[0.28,2.9]' "
+                    "(noise levels (sigma_min, sigma_max] as EDM's sigma/alpha in which to guide)."
+                    if modifier == "interval"
+                    else f"{self.name} needs a {modifier}."
+                )
+
+    def check_models(self, available: Mapping[str, Any]) -> None:
+        """Refuse building without a model the method needs, saying how to pass it."""
+        for role in self.needs:
+            if available.get(role) is None:
+                raise ConfigError(f"guidance method {self.name} needs {ROLES[role]}.")
+
+
+def register_method(method: GuidanceMethod) -> GuidanceMethod:
+    """Register ``method`` under its name (a second, different method of that name is refused)."""
+    existing = _methods.get(method.name)
+    if existing is not None and existing != method:
+        raise ConfigError(f"two guidance methods are named {method.name!r}; rename one.")
+    _methods[method.name] = method
+    return method
+
+
+def discover() -> None:
+    """Import the built-in methods and every plug-in's entry point (once)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    importlib.import_module("lightning_diffusion.guidance")
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        loaded = entry_point.load()
+        if isinstance(loaded, GuidanceMethod):
+            register_method(loaded)
+
+
+def method_names() -> list[str]:
+    """The registered method names, plug-ins included, sorted."""
+    discover()
+    return sorted(_methods)
+
+
+def get_method(name: str) -> GuidanceMethod:
+    """The method registered as ``name``; an unknown name lists the registered ones and the closest."""
+    discover()
+    if name in _methods:
+        return _methods[name]
+    raise ConfigError(
+        f"unknown guidance method {name!r}{did_you_mean(name, _methods)}; the registered methods are: "
+        f"{', '.join(sorted(_methods))}."
+    )
+
+
+def parse_options(owner: str, options: type | None, values: Mapping[str, Any] | None) -> Any:
+    """An ``options`` dataclass instance from a mapping (defaults for keys left out), or None for an owner
+    without options; a key that is no field is refused, naming the closest and listing them all."""
+    values = dict(values or {})
+    if options is None:
+        if values:
+            raise ConfigError(f"{owner} takes no options, got {sorted(values)}.")
+        return None
+    known = [option.name for option in dataclasses.fields(options)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{owner} has no option(s) {unknown}{did_you_mean(unknown[0], known)}; its options are: "
+            f"{', '.join(known)}."
+        )
+    return options(**values)
+
+
+def with_options(cls: Callable[..., Guidance]) -> Callable[[GuidanceInputs], Guidance]:
+    """``build`` for a Guidance class constructed as ``cls(scale, **options)``."""
+
+    def build(inputs: GuidanceInputs) -> Guidance:
+        options = {} if inputs.options is None else dataclasses.asdict(inputs.options)
+        return cls(inputs.scale, **options)
+
+    return build

@@ -1,0 +1,314 @@
+"""Sweep methods: what one kind of sweep row needs and how it samples.
+
+Every registered guidance method is a sweep method (``GuidedMethod``, the denoiser guided by it); the
+chained methods ``cascade`` (base denoiser + upsamplers, the row's scale being the base stage's CFG
+scale) and ``unclip`` (prior + unCLIP decoder, the row's scale being the decoder's CFG scale) register
+here. A sweep method declares the models it needs, the prompts it can follow, whether its samples follow
+their condition, its options and modifiers, and builds a row's sampler; the sweep checks all of it
+before the first sample is drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from lightning_diffusion.components.prior import check_candidates
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.guidance.factory import build_guidance
+from lightning_diffusion.guidance.registry import GuidanceMethod, get_method, method_names, parse_options
+from lightning_diffusion.pipeline import Cascade, Unclip
+from lightning_diffusion.prompts import Prompts
+from lightning_diffusion.registry import did_you_mean
+from lightning_diffusion.resampling import check_aug_level
+from lightning_diffusion.sampling import CountingModel, generate
+
+if TYPE_CHECKING:
+    from lightning_diffusion.sweep.models import SweepModels
+    from lightning_diffusion.sweep.settings import MethodRow, SweepSettings
+
+SampleBatch = Callable[[Sequence[torch.Generator], dict[str, Any]], Tensor]
+PROMPT_NAMES = {"label": "class labels", "caption": "captions"}
+
+
+@dataclass(frozen=True)
+class RowSampler:
+    """How one row samples a batch ``(generators, cond) -> images``, and the network rows it has
+    denoised so far (for NFE)."""
+
+    sample_batch: SampleBatch
+    evaluations: Callable[[], int]
+
+
+class SweepMethod(ABC):
+    """One kind of sweep row. ``needs`` names ``SweepModels`` fields it cannot run without, ``prompts``
+    what it can follow ("label", "caption"), ``options`` the dataclass of its options (or None),
+    ``modifiers`` the shared modifiers it accepts and ``required`` those it cannot run without."""
+
+    name: str
+    needs: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ("label", "caption")
+    options: type | None = None
+    modifiers: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return () if self.options is None else tuple(f.name for f in dataclasses.fields(self.options))
+
+    def parse_options(self, values: Mapping[str, Any]) -> Any:
+        """The options dataclass from a mapping; unknown keys are refused, listing the known ones."""
+        return parse_options(f"method {self.name}", self.options, values)
+
+    @abstractmethod
+    def check_modifiers(self, given: Mapping[str, Any]) -> None:
+        """Refuse a modifier the method does not use, or the lack of one it requires."""
+
+    def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
+        """Refuse a sweep in which this method cannot run: a missing model or prompts it cannot follow."""
+        kind = "caption" if prompts.text else "label"
+        if kind not in self.prompts:
+            takers = [name for name in sweep_method_names() if kind in get_sweep_method(name).prompts]
+            raise ConfigError(
+                f"method {self.name} guides towards {PROMPT_NAMES[self.prompts[0]]} only, and this sweep "
+                f"samples {PROMPT_NAMES[kind]}; with {PROMPT_NAMES[kind]} use one of: {', '.join(takers)}."
+            )
+
+    @abstractmethod
+    def conditioned(self, models: SweepModels) -> bool:
+        """Whether samples follow their label or caption (so class accuracy means something)."""
+
+    @abstractmethod
+    def sampler(
+        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
+    ) -> RowSampler:
+        """The row's sampler at ``scale``."""
+
+
+class GuidedMethod(SweepMethod):
+    """A registered guidance method on the sweep's denoiser."""
+
+    def __init__(self, method: GuidanceMethod) -> None:
+        self.method = method
+        self.name, self.needs, self.prompts = method.name, method.needs, method.prompts
+        self.options, self.modifiers, self.required = method.options, method.modifiers, method.required
+
+    def parse_options(self, values: Mapping[str, Any]) -> Any:
+        return self.method.parse_options(values)
+
+    def check_modifiers(self, given: Mapping[str, Any]) -> None:
+        self.method.check_modifiers(given)
+
+    def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
+        super().check(models, settings, prompts)
+        self.method.check_models({role: getattr(models, role) for role in self.needs})
+        denoiser = models.denoiser
+        if self.method.conditional_denoiser:
+            if prompts.text and not _takes_text(denoiser):
+                raise ConfigError(
+                    f"{self.name} on captions needs a text-conditional denoiser (with a text_encoder); "
+                    "use clip with --contrastive PATH for this one."
+                )
+            if not prompts.text and denoiser.num_classes is None:
+                raise ConfigError(
+                    f"{self.name} needs a class-conditional denoiser, and this one is unconditional; use "
+                    "classifier with --classifier PATH, or a conditional denoiser."
+                )
+        if self.method.composes and prompts.parts is None:
+            raise ConfigError(
+                f"{self.name} composes several weighted captions per sample: sample composed prompts, e.g. "
+                "--compose and (or not) on Shapes data."
+            )
+        if self.method.renoises and not settings.sampler.solver.renoises:
+            raise ConfigError(
+                f"{self.name} renoises with another estimate than it steps to, which the "
+                f"{settings.sampler.name} sampler cannot do; use a sampler that can (e.g. ddim)."
+            )
+
+    def conditioned(self, models: SweepModels) -> bool:
+        return (
+            self.method.follows_condition
+            or models.denoiser.num_classes is not None
+            or _takes_text(models.denoiser)
+        )
+
+    def sampler(
+        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
+    ) -> RowSampler:
+        counted = CountingModel(models.denoiser)
+        guide = CountingModel(models.guide) if models.guide is not None else None
+        guidance = build_guidance(
+            self.method,
+            scale,
+            classifier=models.classifier,
+            guide_model=guide,
+            contrastive=models.contrastive,
+            options=settings.method_options(row),
+            **row.modifiers,
+        )
+        guidance.check_model(models.denoiser)
+
+        def sample_batch(generators: Sequence[torch.Generator], cond: dict[str, Any]) -> Tensor:
+            return generate(counted, guidance, generators, cond, settings.sampler)
+
+        return RowSampler(sample_batch, lambda: counted.rows + (guide.rows if guide is not None else 0))
+
+
+def _takes_text(denoiser: Any) -> bool:
+    return getattr(denoiser, "text_encoder", None) is not None
+
+
+@dataclass(frozen=True)
+class CascadeOptions:
+    """``aug_level``: augmentation level of each upsampler's low-res input; ``upsampler_scale``: the CFG
+    scale of the upsampler stages."""
+
+    aug_level: float = 0.0
+    upsampler_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_aug_level(self.aug_level)
+
+
+@dataclass(frozen=True)
+class UnclipOptions:
+    """``upsampler_scale``: CFG scale of the upsampler stages; ``prior_scale``: CFG scale of the prior;
+    ``prior_candidates``: prior samples per caption, the best by C_T · C_I kept."""
+
+    upsampler_scale: float = 1.0
+    prior_scale: float = 1.0
+    prior_candidates: int = 1
+
+    def __post_init__(self) -> None:
+        check_candidates(self.prior_candidates)
+
+
+class ChainedMethod(SweepMethod):
+    """A method sampling through a chain of stages, each with its own classifier-free guidance: the
+    shared modifiers do not apply to it."""
+
+    option: str  # how to pass the chain on the command line
+
+    def check_modifiers(self, given: Mapping[str, Any]) -> None:
+        for modifier, value in given.items():
+            if value is not None:
+                raise ConfigError(
+                    f"method {self.name} does not use {modifier}: its stages sample with their own "
+                    "classifier-free guidance (the row's scale sets one stage's); remove it from its rows."
+                )
+
+    def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
+        super().check(models, settings, prompts)
+        chain = getattr(models, self.needs[0])
+        if chain is None:
+            raise ConfigError(f"method {self.name} needs its stages: pass {self.option}.")
+        if tuple(chain.image_shape) != tuple(models.denoiser.image_shape):
+            raise ConfigError(
+                f"the {self.name} stages make images of shape {tuple(chain.image_shape)} but the denoiser "
+                f"{tuple(models.denoiser.image_shape)}; metrics compare both at one resolution, so pass a "
+                "denoiser trained at the final resolution of the stages."
+            )
+
+
+class CascadeMethod(ChainedMethod):
+    name, needs, prompts, options = "cascade", ("cascade",), ("label",), CascadeOptions
+    option = "--cascade '[BASE.ckpt, UPSAMPLER.ckpt]'"
+
+    def conditioned(self, models: SweepModels) -> bool:
+        return models.cascade.num_classes is not None
+
+    def sampler(
+        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
+    ) -> RowSampler:
+        options = settings.method_options(row)
+        cascade = configured_cascade(
+            models.cascade, settings, scale, options.aug_level, options.upsampler_scale
+        )
+        return RowSampler(cascade.generate, lambda: cascade.rows)
+
+
+class UnclipMethod(ChainedMethod):
+    name, needs, prompts, options = "unclip", ("unclip",), ("caption",), UnclipOptions
+    option = "--unclip '[PRIOR.ckpt, DECODER.ckpt(, UPSAMPLER.ckpt)]'"
+
+    def conditioned(self, models: SweepModels) -> bool:
+        return True
+
+    def sampler(
+        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
+    ) -> RowSampler:
+        """The unCLIP chain with its decoder at ``scale``; NFE counts image rows only (the prior's are
+        embedding vectors)."""
+        options = settings.method_options(row)
+        prior = replace(
+            models.unclip.prior,
+            guidance_scale=options.prior_scale,
+            candidates=options.prior_candidates,
+            sampler=settings.sampler,
+        )
+        cascade = configured_cascade(models.unclip.cascade, settings, scale, 0.0, options.upsampler_scale)
+        chain = Unclip(prior, cascade)
+        return RowSampler(chain.generate, lambda: chain.rows)
+
+
+def configured_cascade(
+    cascade: Cascade, settings: SweepSettings, scale: float, aug_level: float, upsampler_scale: float
+) -> Cascade:
+    """``cascade`` sampled with the sweep's sampler, its base stage at CFG ``scale`` and its upsamplers at
+    ``upsampler_scale`` and ``aug_level``."""
+    return Cascade(
+        [
+            replace(
+                stage,
+                sampler=settings.sampler,
+                guidance_scale=scale if index == 0 else upsampler_scale,
+                aug_level=0.0 if index == 0 else aug_level,
+            )
+            for index, stage in enumerate(cascade.stages)
+        ]
+    )
+
+
+_chained: dict[str, SweepMethod] = {}
+
+
+def register_sweep_method(method: SweepMethod) -> SweepMethod:
+    """Register a sweep method that is not a guidance method of the denoiser (a chain of stages)."""
+    _chained[method.name] = method
+    return method
+
+
+register_sweep_method(CascadeMethod())
+register_sweep_method(UnclipMethod())
+
+
+def chained_methods() -> list[SweepMethod]:
+    return list(_chained.values())
+
+
+def sweep_method_names() -> list[str]:
+    """Every method a sweep can run: the registered guidance methods and the chained ones."""
+    return sorted({*method_names(), *_chained})
+
+
+def get_sweep_method(name: str) -> SweepMethod:
+    """The sweep method called ``name``; an unknown name lists them all and the closest."""
+    if name in _chained:
+        return _chained[name]
+    if name in method_names():
+        return GuidedMethod(get_method(name))
+    known = sweep_method_names()
+    raise ConfigError(
+        f"unknown guidance method {name!r}{did_you_mean(name, known)}; the methods are: {', '.join(known)}."
+    )
+
+
+def methods_taking(option: str) -> list[str]:
+    """The chained methods with ``option`` among their options."""
+    return [method.name for method in _chained.values() if option in method.option_names]
