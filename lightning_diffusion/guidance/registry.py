@@ -56,7 +56,8 @@ class GuidanceMethod:
     (CFG contrasts its conditional and unconditional estimates); ``renoises`` whether it needs a sampler
     that renoises with another estimate (CFG++); ``composes`` whether it reads composed prompts (several
     weighted captions per sample, ``Prompts.parts``); ``modifiers`` the shared modifiers it accepts,
-    ``required`` those it cannot run without (``cfg_interval``), ``refusals`` why it refuses a modifier, by name."""
+    ``required`` those it cannot run without (``cfg_interval``), ``refusals`` why it refuses a modifier,
+    by name."""
 
     name: str
     build: Callable[[GuidanceInputs], Guidance]
