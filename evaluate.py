@@ -13,7 +13,7 @@
     python evaluate.py --config configs/shapes/unclip_sweep.yaml --denoiser TEXT_DENOISER ... \
         --unclip '[PRIOR.ckpt,DECODER.ckpt]' --out runs/shapes/unclip_sweep   # unCLIP vs GLIDE
 
-Writes sweep.json, sweep.csv, curves.png and grid_<method>_s<scale>.png into --out (and with
+Writes sweep.json, sweep.csv, frontier.csv, curves.png and grid_<method>_s<scale>.png into --out (and with
 --save_samples the samples as npz); a re-run with the same --out skips finished rows.
 """
 
@@ -81,6 +81,13 @@ def build_parser() -> ArgumentParser:
         type=list[str] | str | None,
         default=None,
         help="captions to sample (a list, or a text file with one per line); default: the data's",
+    )
+    parser.add_argument(
+        "--compose",
+        type=str | None,
+        default=None,
+        help="sample composed prompts from the Shapes data's two-object scenes (method composed_cfg): 'and' "
+        "(object A AND object B) or 'not' (A NOT B); other methods follow each prompt's primary caption",
     )
     parser.add_argument(
         "--source",
@@ -164,11 +171,12 @@ def _check_scorer(args: Any, contrastive: Any, scorer: Any) -> None:
 def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettings) -> Any:
     """Uniform class labels, or (text models, CLIP guidance, unCLIP, --captions) captions with their
     labels and attributes when they come from the data."""
-    from lightning_diffusion.prompts import Prompts
+    from lightning_diffusion.prompts import Prompts, composed_shape_prompts
 
     text = (
         getattr(models.denoiser, "text_encoder", None) is not None
         or args.captions is not None
+        or args.compose is not None
         or any(row.sweep_method.prompts == ("caption",) for row in settings.rows())
     )
     if not text:
@@ -179,6 +187,8 @@ def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettin
             )
         return Prompts(num_classes=models.num_classes)
     if args.captions is not None:
+        if args.compose is not None:
+            raise ConfigError("--compose builds its prompts from the data: pass it or --captions, not both.")
         return Prompts(captions=_load_captions(args.captions))
     if not datamodule.has_captions:
         raise ConfigError(
@@ -187,6 +197,10 @@ def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettin
         )
     split = settings.real_split
     attributes = datamodule.attributes(split) if datamodule.attribute_values is not None else None
+    if args.compose is not None:
+        if attributes is None:
+            raise ConfigError("--compose builds prompts from Shapes scenes; this data has no attributes.")
+        return composed_shape_prompts(attributes, args.compose)
     return Prompts(
         captions=datamodule.captions(split), labels=datamodule.labels(split), attributes=attributes
     )

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from lightning_diffusion import distributed
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import sample_generators
+from lightning_diffusion.frontier import write_frontier
 from lightning_diffusion.grid import save_grid, sorted_grid
 from lightning_diffusion.metrics import SampleMetrics
 from lightning_diffusion.metrics.clip_score import clip_scores
@@ -165,6 +166,7 @@ def run_sweep(
         from lightning_diffusion.curves import plot_curves
 
         plot_curves(rows, out / "curves.png")
+        write_frontier(rows, out / "frontier.csv")
     distributed.barrier()
     return rows
 
