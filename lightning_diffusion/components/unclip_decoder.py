@@ -37,7 +37,7 @@ class UnclipDecoder(FrozenEncoderUser, Denoiser):
     def __init__(
         self,
         net: nn.Module,
-        encoder: str,
+        encoder: str | dict,  # a path, or (in its own checkpoints) the carried encoder: see frozen_encoder
         image_shape: Sequence[int] = (1, 8, 8),
         text_encoder: nn.Module | None = None,
         embedding_tokens: int = 4,
