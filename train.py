@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from callbacks.finite_loss import FiniteLossGuard
+from lightning_diffusion.checkpoint_io import use_safe_checkpoint_io
 from lightning_diffusion.components import Component
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.data import DiffusionDataModule
-from lightning_diffusion.registry import check_component_name, discover
+from lightning_diffusion.registry import check_component_name, discover, read_checkpoint
 
 
 def checkpoint_dir(default_root_dir: str | None) -> str:
@@ -41,14 +44,18 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         steps_done = 0 < trainer.max_steps <= trainer.global_step
         if self.save_last and self.dirpath is not None and (trainer.should_stop or steps_done):
-            trainer.save_checkpoint(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+            last = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+            trainer.save_checkpoint(last, weights_only=self.save_weights_only)
 
 
 class DiffusionCLI(LightningCLI):
-    """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``."""
+    """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``, a
+    guard stopping a run whose loss turns non-finite, and checkpoints written atomically and read back
+    without unpickling code (``SafeCheckpointIO``)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(FiniteLossGuard, "finite_loss")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -58,6 +65,28 @@ class DiffusionCLI(LightningCLI):
             }
         )
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last`` to the run's ``last.ckpt``, so that, as for an explicit path, the
+        model is rebuilt from the checkpoint's hyperparameters (a frozen encoder from the spec it carries,
+        not from its file); and read the checkpoint weights-only first, so one holding pickled code (or a
+        damaged one) is refused with a ConfigError before LightningCLI reads it."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        if config.get("ckpt_path") == "last":
+            last = Path(checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
+            if last.is_file():
+                config.ckpt_path = str(last)
+        if config.get("ckpt_path") and Path(config.ckpt_path).is_file():
+            read_checkpoint(config.ckpt_path)
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        use_safe_checkpoint_io(trainer)
+        return trainer
 
 
 def configured_models(args: list[str]) -> list[str]:

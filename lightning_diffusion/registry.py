@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -134,26 +135,37 @@ def check_component_name(name: str) -> None:
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file as a dict, with a clear error when it is missing or unreadable."""
+    """Load a checkpoint file as a dict of tensors and plain values (``weights_only``: never unpickling
+    code), with a clear error when it is missing, unreadable or holds pickled objects."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist; train a component first (train.py fit).")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many kinds for a corrupt or foreign file
-        # torch's weights-only messages run to several paragraphs advising weights_only=False: keep one line
-        text = str(error).strip()
-        if "Unsupported global" in text:
-            reason = "it holds pickled Python objects, which lightning-diffusion checkpoints never contain"
-        else:
-            detail = type(error).__name__
-            first_line = text.splitlines()[0] if text else ""
-            if first_line and "weights only" not in first_line.lower():
-                detail += f": {first_line}"
-            reason = f"it is not a PyTorch checkpoint or it is damaged ({detail})"
-        raise ConfigError(
-            f"cannot read checkpoint {str(path)!r}: {reason}; pass a checkpoint written by train.py."
-        ) from None
+        raise unreadable_checkpoint(path, error) from None
+
+
+def unreadable_checkpoint(path: str | Path, error: Exception) -> ConfigError:
+    """The one-paragraph error for a checkpoint ``torch.load(weights_only=True)`` refused with ``error``
+    (torch's own messages run to several paragraphs advising ``weights_only=False``)."""
+    text = str(error).strip()
+    pickled = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.IGNORECASE)
+    if pickled is not None:
+        return ConfigError(
+            f"cannot read checkpoint {str(path)!r}: it holds pickled Python objects ({pickled.group(1)}), "
+            "which could run code when loaded, so lightning-diffusion will not execute them (its own "
+            "checkpoints hold only tensors and plain values); pass a checkpoint written by train.py, or "
+            "re-save the state_dict of one you trust."
+        )
+    detail = type(error).__name__
+    first_line = text.splitlines()[0] if text else ""
+    if first_line and "weights only" not in first_line.lower():
+        detail += f": {first_line}"
+    return ConfigError(
+        f"cannot read checkpoint {str(path)!r}: it is not a PyTorch checkpoint or it is damaged ({detail}); "
+        "pass a checkpoint written by train.py."
+    )
 
 
 def checkpoint_kind(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from lightning_diffusion.atomic import atomic_write
 from lightning_diffusion.sampling import to_uint8
 
 
@@ -16,11 +17,10 @@ def scale_tag(scale: float) -> str:
 
 
 def save_npz(path: str | Path, images: Tensor, labels: Tensor | None = None, **extra: np.ndarray) -> Path:
-    """Save images in [-1, 1] as guided-diffusion's batch: ``arr_0`` uint8 (N, H, W, C), ``arr_1`` labels."""
+    """Save images in [-1, 1] as guided-diffusion's batch: ``arr_0`` uint8 (N, H, W, C), ``arr_1`` labels;
+    atomically, so a killed run leaves the previous file or the new one, whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"arr_0": to_uint8(images).permute(0, 2, 3, 1).numpy()}
     if labels is not None:
         arrays["arr_1"] = labels.numpy()
-    np.savez(path, **arrays, **extra)
-    return path
+    return atomic_write(path, lambda handle: np.savez(handle, **arrays, **extra))

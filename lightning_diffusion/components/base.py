@@ -136,18 +136,21 @@ class Component(Configurable, pl.LightningModule):
         self.log_dict(values)
 
     def check_datamodule(self, image_shape: Sequence[int], num_classes: int | None) -> None:
-        """Refuse a data module whose images or classes (unless ``num_classes`` is None) do not match."""
+        """Refuse, at fit start, a data module whose images or classes (unless ``num_classes`` is None) do
+        not match, and images the component's network cannot take (e.g. a U-Net halving them too often)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "image_shape"):
-            return
-        if tuple(datamodule.image_shape) != tuple(image_shape):
-            raise ConfigError(
-                f"the data yields images of shape {tuple(datamodule.image_shape)} but the model is "
-                f"configured for {tuple(image_shape)}; set model.init_args.image_shape to "
-                f"{list(datamodule.image_shape)}."
-            )
-        if num_classes is not None and datamodule.num_classes != num_classes:
-            raise ConfigError(
-                f"the data has {datamodule.num_classes} classes but the model is configured for "
-                f"{num_classes}; set model.init_args.num_classes to {datamodule.num_classes}."
-            )
+        if datamodule is not None and hasattr(datamodule, "image_shape"):
+            if tuple(datamodule.image_shape) != tuple(image_shape):
+                raise ConfigError(
+                    f"the data yields images of shape {tuple(datamodule.image_shape)} but the model is "
+                    f"configured for {tuple(image_shape)}; set model.init_args.image_shape to "
+                    f"{list(datamodule.image_shape)}."
+                )
+            if num_classes is not None and datamodule.num_classes != num_classes:
+                raise ConfigError(
+                    f"the data has {datamodule.num_classes} classes but the model is configured for "
+                    f"{num_classes}; set model.init_args.num_classes to {datamodule.num_classes}."
+                )
+        check_image_size = getattr(getattr(self, "net", None), "check_image_size", None)
+        if check_image_size is not None:
+            check_image_size(*image_shape[-2:])

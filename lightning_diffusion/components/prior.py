@@ -52,7 +52,8 @@ def check_candidates(candidates: int) -> int:
 
 @register("prior")
 class Prior(FrozenEncoderUser, Component):
-    """P(C_I | caption) for the frozen contrastive encoder at ``encoder``, around an injected network
+    """P(C_I | caption) for the frozen contrastive encoder at ``encoder`` (a checkpoint path; the prior's own
+    checkpoints carry the encoder, see ``load_frozen_encoder``), around an injected network
     (``PriorTransformer``, or ``PriorMLP`` for tiny settings).
 
     Condition keys: ``"caption"`` (list of B strings), whose token states (the encoder's text tower)
@@ -70,7 +71,7 @@ class Prior(FrozenEncoderUser, Component):
     def __init__(
         self,
         net: nn.Module,
-        encoder: str,
+        encoder: str | dict,  # a path, or (in its own checkpoints) the carried encoder: see frozen_encoder
         p_drop_text_embedding: float = 0.1,
         p_drop_tokens: float = 0.1,
         prediction: str = "x0",

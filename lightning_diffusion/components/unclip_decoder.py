@@ -35,7 +35,7 @@ class UnclipDecoder(FrozenEncoderUser, Denoiser):
     def __init__(
         self,
         net: nn.Module,
-        encoder: str,
+        encoder: str | dict,  # a path, or (in its own checkpoints) the carried encoder: see frozen_encoder
         embedding_tokens: int = 4,
         p_drop_embedding: float = 0.1,
         p_drop_text: float = 0.5,

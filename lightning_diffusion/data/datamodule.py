@@ -292,10 +292,29 @@ class DiffusionDataModule(pl.LightningDataModule):
         return self._datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        """Prepare the splits ``stage`` needs (all of them when ``stage`` is None)."""
+        """Prepare the splits ``stage`` needs (all of them when ``stage`` is None); for ``fit``, refuse a
+        training split smaller than one batch."""
         self.batch_transform()  # size checks before any worker starts
         for split in STAGE_SPLITS.get(stage, ("train", "val", "test")):
             self._dataset(split)
+        if stage == "fit":
+            self._check_one_batch()
+
+    def _check_one_batch(self) -> None:
+        """A training split with fewer images than one batch (on every rank) would train on partial
+        batches of another size than configured, or, with the last partial batch dropped, not at all."""
+        count = len(self._dataset("train"))
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        if count >= self.batch_size * ranks:
+            return
+        per_rank = f" on each of {ranks} ranks" if ranks > 1 else ""
+        total = len(self._source_split("train"))
+        raise ConfigError(
+            f"the training split of {self.source.name} has {count} images, fewer than one batch of "
+            f"{self.batch_size}{per_rank}; lower data.init_args.batch_size to at most "
+            f"{max(1, count // ranks)}, or give the source more images (val_fraction {self.val_fraction} "
+            f"holds out {total - count} of its {total})."
+        )
 
     def _uses_cuda(self) -> bool:
         trainer = self.trainer
@@ -320,7 +339,7 @@ class DiffusionDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded by ``seed``) train batches, dropping a last partial batch when one is full."""
+        """Shuffled (seeded by ``seed``) full train batches (fit refuses a split smaller than one batch)."""
         dataset = self._dataset("train")
         return self._loader(
             dataset,
@@ -328,7 +347,7 @@ class DiffusionDataModule(pl.LightningDataModule):
             flip=self.random_flip,
             shuffle=True,
             generator=torch.Generator().manual_seed(self.seed),
-            drop_last=len(dataset) >= self.batch_size,
+            drop_last=True,
         )
 
     def val_dataloader(self) -> DataLoader:

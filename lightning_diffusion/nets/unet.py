@@ -109,6 +109,22 @@ class UNet(Configurable, nn.Module):
                 h = self.upsamples[index](h)
         return self.out(h)
 
+    def check_image_size(self, height: int, width: int) -> None:
+        """Refuse (at fit start, with the fix) images this U-Net cannot halve at each of its levels."""
+        factor = self.down.size_factor
+        if height % factor == 0 and width % factor == 0:
+            return
+        levels = len(self.down.levels)
+        fitting = 1 + min((size & -size).bit_length() - 1 for size in (height, width))
+        multiple = factor * -(-max(height, width) // factor)
+        raise ConfigError(
+            f"the U-Net halves the images {levels - 1} times (channels lists {levels} levels), so height "
+            f"and width must be multiples of 2**{levels - 1} = {factor}, but they are {height}x{width}; "
+            f"use at most {fitting} levels in model.init_args.net.init_args.channels, or pad the images to "
+            f"{multiple}x{multiple} (data.init_args.image_size: {multiple}, resize: pad, and model "
+            f"image_shape to match)."
+        )
+
     def _check_context(self, context: Tensor | None, batch: int) -> None:
         """Errors saying what is wrong when context tokens are missing, unexpected or of the wrong shape."""
         if (context is None) != (self.context_dim is None):
