@@ -28,8 +28,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lightning_diffusion.config import ConfigError
-from lightning_diffusion.registry import did_you_mean
+from lightning_diffusion.config import ConfigError, did_you_mean, output_folder
 from lightning_diffusion.sweep import SweepSettings
 
 
@@ -313,9 +312,16 @@ def run(args: Any) -> list[dict[str, Any]]:
     settings = sweep_settings(args)
     if args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}.")
-    fabric = Fabric(
-        accelerator=args.accelerator, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto"
-    )
+    out = output_folder(args.out)
+    try:
+        fabric = Fabric(
+            accelerator=args.accelerator, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto"
+        )
+    except (ImportError, ValueError, RuntimeError) as error:  # Lightning's MisconfigurationException too
+        raise ConfigError(
+            f"--accelerator {args.accelerator!r} with --devices {args.devices} cannot start here ({error}); "
+            "use cpu, gpu or auto, and no more devices than the machine has."
+        ) from None
     fabric.launch()
     if fabric.device.type == "cpu" and args.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
@@ -325,7 +331,7 @@ def run(args: Any) -> list[dict[str, Any]]:
         from lightning_diffusion.compilation import compile_networks
 
         compile_networks(models.denoiser, args.compile_mode)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
     rows = run_sweep(
         models,

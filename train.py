@@ -22,8 +22,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from callbacks.finite_loss import FiniteLossGuard
 from lightning_diffusion.checkpoint_io import use_safe_checkpoint_io
 from lightning_diffusion.components import Component
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.data import DiffusionDataModule
+from lightning_diffusion.data.sources import DataSource
 from lightning_diffusion.registry import check_component_name, discover, read_checkpoint
 
 
@@ -93,35 +94,99 @@ def configured_models(args: list[str]) -> list[str]:
     """The component names a command line configures (``--model NAME``, ``--model.class_path NAME``, and
     ``model:`` in each ``--config`` file), so a typo is refused before jsonargparse reports it as a bad
     import path."""
-    names = []
+    return [name for name in _configured(args)[0] if isinstance(name, str)]
+
+
+def configured_sources(args: list[str]) -> list[str]:
+    """The data source names a command line configures (``--data.init_args.source NAME`` or its
+    ``class_path``, and ``data.init_args.source`` in each ``--config`` file)."""
+    return [name for name in _configured(args)[1] if isinstance(name, str)]
+
+
+def check_source_name(name: str) -> None:
+    """Refuse a bare data source name that is no DataSource, naming the closest and listing them all
+    (a dotted path is left to the import)."""
+    sources = sorted(cls.__name__ for cls in _subclasses(DataSource))
+    if "." not in name and name not in sources:
+        raise ConfigError(
+            f"no data source is named {name!r}{did_you_mean(name, sources)}; the sources are: "
+            f"{', '.join(sources)} (or a dotted class_path)."
+        )
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
+
+
+def _class_path(entry: Any) -> Any:
+    return entry.get("class_path") if isinstance(entry, dict) else entry
+
+
+def _configured(args: list[str]) -> tuple[list[Any], list[Any]]:
+    """The (model, data source) names configured on a command line and in its ``--config`` files."""
+    models, sources = [], []
     for index, arg in enumerate(args):
         option, equals, value = arg.partition("=")
         if not equals:
             value = args[index + 1] if index + 1 < len(args) else ""
         is_file = Path(value).is_file()
         if option in ("--model", "--model.class_path") and value and not is_file:
-            names.append(value)
+            models.append(value)
+        elif option in ("--data.init_args.source", "--data.init_args.source.class_path") and value:
+            sources.append(value)
         elif option == "--config" and is_file:
-            content = yaml.safe_load(Path(value).read_text())
-            model = content.get("model") if isinstance(content, dict) else None
-            names.append(model.get("class_path") if isinstance(model, dict) else model)
-    return [name for name in names if isinstance(name, str)]
+            try:
+                content = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, yaml.YAMLError) as error:
+                reason = str(error).splitlines()[0]
+                raise ConfigError(
+                    f"cannot read the config {value!r} as YAML ({reason}); pass a YAML file such as "
+                    "configs/digits/denoiser.yaml."
+                ) from None
+            content = content if isinstance(content, dict) else {}
+            models.append(_class_path(content.get("model")))
+            data = content.get("data")
+            init_args = data.get("init_args") if isinstance(data, dict) else None
+            if isinstance(init_args, dict):
+                sources.append(_class_path(init_args.get("source")))
+    return models, sources
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DiffusionCLI:
     """Build the CLI (importing every registered component first, so short class names resolve)."""
     discover()
-    for name in configured_models(sys.argv[1:] if args is None else args):
+    argv = sys.argv[1:] if args is None else args
+    for name in configured_models(argv):
         check_component_name(name)
-    return DiffusionCLI(
-        Component,
-        DiffusionDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+    for name in configured_sources(argv):
+        check_source_name(name)
+    try:
+        return DiffusionCLI(
+            Component,
+            DiffusionDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+    except (ValueError, TypeError) as error:
+        reason = _config_error_in(error)
+        if reason is None:
+            raise
+        raise reason from None
+
+
+def _config_error_in(error: BaseException) -> ConfigError | None:
+    """Our ConfigError where jsonargparse wrapped it while instantiating a class (a multi-line ValueError
+    around a component's or data module's own message), so it reaches the user as its one paragraph."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ its classes itself. ``load_component`` rebuilds any component from its checkpoin
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from lightning_diffusion.config import ConfigError, class_path_of, import_class, instantiate
+from lightning_diffusion.config import ConfigError, class_path_of, did_you_mean, import_class, instantiate
 
 if TYPE_CHECKING:
     from lightning_diffusion.components.base import Component
@@ -94,12 +93,6 @@ def list_components() -> list[ComponentInfo]:
     ]
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """" (did you mean X?)" for the known name closest to a mistyped ``name``, or "" when none is close."""
-    match = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {match[0]}?)" if match else ""
-
-
 def get_component(kind: str, name: str) -> type:
     """The class registered as ``name`` (or with that ``class_path``) under ``kind``."""
     _check_kind(kind)
@@ -138,6 +131,11 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     """Load a checkpoint file as a dict of tensors and plain values (``weights_only``: never unpickling
     code), with a clear error when it is missing, unreadable or holds pickled objects."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is a directory, not a checkpoint file; pass a file in it, e.g. "
+            f"{str(path / 'checkpoints' / 'last.ckpt')!r}."
+        )
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist; train a component first (train.py fit).")
     try:

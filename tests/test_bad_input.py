@@ -4,8 +4,7 @@ never a traceback from deep inside torch; or it works. Issue 12, item 7: the ids
 
 Entry points: ``evaluate.py``, ``train.py`` (LightningCLI), ``python -m lightning_diffusion`` and its
 sub-commands, ``sample``, ``SamplerSpec``, ``load_component`` / ``read_checkpoint`` and the data sources,
-all called in-process on tiny checkpoints the tests write. Cases marked ``xfail(strict=True)`` give a bad
-message today in a file another change owns; the reason names the owner.
+all called in-process on tiny checkpoints the tests write.
 """
 
 from __future__ import annotations
@@ -52,11 +51,6 @@ SMALL_FIT = [
     "--model.init_args.net.init_args.num_res_blocks=1",
     "--model.init_args.net.init_args.attention_levels=[1]",
 ]
-
-
-def xfail(owner: str, why: str) -> pytest.MarkDecorator:
-    """A case whose message is bad today in a file ``owner`` is changing; fixed at merge."""
-    return pytest.mark.xfail(reason=f"{why} (owner: {owner})", strict=True)
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +161,6 @@ EVALUATE_REFUSED = [
         ["--denoiser", "{folder}"],
         ["folder.ckpt", "is a directory"],
         id="denoiser-is-a-directory",
-        marks=xfail("safety: registry.read_checkpoint", "a directory is reported as 'does not exist'"),
     ),
     pytest.param(
         ["--evaluator", "{denoiser}"],
@@ -187,7 +180,6 @@ EVALUATE_REFUSED = [
         ["--scales", "[.nan]"],
         ["scale", "finite"],
         id="scales-nan",
-        marks=xfail("sweep: SweepSettings.validate", "NaN scales end in an AttributeError in sample_metrics"),
     ),
     pytest.param(["--methods", "[]"], ["list of methods is empty", "cfg"], id="methods-empty"),
     pytest.param(["--methods", "[cfgg]"], ["unknown guidance method", "autoguidance"], id="methods-unknown"),
@@ -195,7 +187,6 @@ EVALUATE_REFUSED = [
         ["--methods", "[cfgg]"],
         ["did you mean cfg?"],
         id="methods-unknown-did-you-mean",
-        marks=xfail("sweep: guidance/registry.get_method", "an unknown method lists the names, no closest"),
     ),
     pytest.param(
         ["--sampler.name", "ddimm"], ["unknown sampler 'ddimm' (did you mean ddim?)"], id="sampler-unknown"
@@ -218,7 +209,6 @@ EVALUATE_REFUSED = [
         ["--features", "incepton"],
         ["did you mean inception?"],
         id="features-unknown-did-you-mean",
-        marks=xfail("metrics: metrics/features.build_features", "an unknown feature network has no closest"),
     ),
     pytest.param(
         ["--evaluator", "null"], ["need an evaluator", "--evaluator PATH"], id="features-without-evaluator"
@@ -234,9 +224,6 @@ EVALUATE_REFUSED = [
         ["--accelerator", "tpu"],
         ["accelerator", "tpu"],
         id="accelerator-unavailable",
-        marks=xfail(
-            "sweep: evaluate.run", "Fabric's ModuleNotFoundError for torch_xla escapes as a traceback"
-        ),
     ),
     pytest.param(
         ["--captions", "{missing}"], ["--captions", "neither a list nor a text file"], id="captions-missing"
@@ -251,7 +238,6 @@ EVALUATE_REFUSED = [
         ["--interval", "[0.1, 1]"],
         ["--interval", "cfg"],
         id="interval-without-an-interval-method",
-        marks=xfail("sweep: sweep methods", "--interval is ignored by cfg instead of refused"),
     ),
     pytest.param(["--rescale", "-1"], ["rescale", "[0, 1]"], id="rescale-negative"),
     pytest.param(["--rescale", ".nan"], ["rescale", "nan"], id="rescale-nan"),
@@ -264,9 +250,6 @@ EVALUATE_REFUSED = [
         ["--grid_size", "0"],
         ["grid_size", "at least 1"],
         id="grid_size-zero",
-        marks=xfail(
-            "sweep: SweepSettings.validate", "grid_size 0 ends in torch.cat's 'non-empty list' ValueError"
-        ),
     ),
     pytest.param(["--seed", "-1"], ["seed", "0 or more"], id="seed-negative"),
     pytest.param(["--config", "{missing}"], ["config", "does not exist"], id="config-missing"),
@@ -286,7 +269,6 @@ EVALUATE_REFUSED = [
         ["--out", "{text_ckpt}"],
         ["--out", "is a file"],
         id="out-is-a-file",
-        marks=xfail("sweep: evaluate.run", "Path.mkdir's FileExistsError escapes as a traceback"),
     ),
 ]
 
@@ -297,9 +279,6 @@ def test_evaluate_refuses(paths, tmp_path, capsys, extra, phrases):
     assert_says(message, *phrases)
 
 
-@pytest.mark.xfail(
-    reason="--save_samples needs a value today (owner: sweep: evaluate.py parser)", strict=True
-)
 def test_evaluate_takes_save_samples_as_a_bare_flag(paths, tmp_path):
     out = tmp_path / "sweep"
     evaluate.main(evaluate_args(paths, out, ["--save_samples"]))
@@ -357,35 +336,26 @@ TRAIN_REFUSED = [
         lambda tmp: fit("--model.init_args.lr", "-1"),
         ["lr", "-1"],
         id="lr-negative",
-        marks=xfail("safety: components/base.py", "torch.optim's 'Invalid learning rate' ValueError"),
     ),
     pytest.param(
         lambda tmp: fit("--model.init_args.lr", ".nan"),
         ["lr", "nan"],
         id="lr-nan",
-        marks=xfail("safety: components/base.py", "torch.optim's 'Invalid learning rate' ValueError"),
     ),
     pytest.param(
         lambda tmp: parse_only("--data.init_args.batch_size", "0"),
         ["batch_size must be at least 1"],
         id="batch_size-zero",
-        marks=xfail(
-            "safety: train.py", "the ConfigError comes wrapped in jsonargparse's multi-line ValueError"
-        ),
     ),
     pytest.param(
         lambda tmp: parse_only("--data.init_args.val_fraction", "1.5"),
         ["val_fraction must lie in [0, 1)"],
         id="val_fraction-above-one",
-        marks=xfail(
-            "safety: train.py", "the ConfigError comes wrapped in jsonargparse's multi-line ValueError"
-        ),
     ),
     pytest.param(
         lambda tmp: parse_only("--data.init_args.source", "Digitz"),
         ["Digitz", "did you mean Digits?"],
         id="data-source-unknown",
-        marks=xfail("safety: train.py", "jsonargparse's 'Expected a dot import path', no list of sources"),
     ),
     pytest.param(
         lambda tmp: fit(
@@ -415,7 +385,6 @@ TRAIN_REFUSED = [
         lambda tmp: fit("--data.init_args.batch_size=100000"),
         ["batch_size", "100000"],
         id="batch-larger-than-the-data-set",
-        marks=xfail("safety: datamodule.py", "issue 12 item 4: one smaller batch is trained on silently"),
     ),
     pytest.param(
         lambda tmp: lambda: train.main(args=["fit", "--config", str(tmp / "missing.yaml")], run=False),
@@ -442,11 +411,6 @@ def test_train_refuses(tmp_path, capsys, make_call, phrases):
         pytest.param("broken_yaml", id="config-yaml-syntax-error"),
     ],
 )
-@pytest.mark.xfail(
-    reason="train.configured_models reads the YAML unguarded: UnicodeDecodeError / yaml ParserError "
-    "(owner: safety: train.py)",
-    strict=True,
-)
 def test_train_refuses_a_config_that_is_not_yaml(paths, capsys, name):
     config = paths["denoiser"] if name == "checkpoint" else paths[name]
     message = refusal(lambda: train.main(args=["fit", "--config", config], run=False), capsys)
@@ -472,7 +436,6 @@ COMMAND_REFUSED = [
         ("sample", "{folder}"),
         ["folder.ckpt", "is a directory"],
         id="sample-checkpoint-is-a-directory",
-        marks=xfail("safety: registry.read_checkpoint", "a directory is reported as 'does not exist'"),
     ),
     pytest.param(
         ("sample", "{evaluator}"),
@@ -719,7 +682,6 @@ CHECKPOINT_REFUSED = [
         None,
         ["is a directory"],
         id="directory",
-        marks=xfail("safety: registry.read_checkpoint", "a directory is reported as 'does not exist'"),
     ),
 ]
 

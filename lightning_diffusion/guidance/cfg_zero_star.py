@@ -109,6 +109,4 @@ class CFGZeroStar(Guidance):
         return Guided(denoised_from_flow_velocity(velocity, z, alpha, sigma), conditional)
 
 
-register_method(
-    GuidanceMethod("cfg_zero_star", build=with_options(CFGZeroStar), options=CFGZeroStarOptions)
-)
+register_method(GuidanceMethod("cfg_zero_star", build=with_options(CFGZeroStar), options=CFGZeroStarOptions))

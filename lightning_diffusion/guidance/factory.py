@@ -50,4 +50,3 @@ def build_guidance(
     if interval is not None:
         guidance = GuidanceInterval(guidance, *interval)
     return guidance
-

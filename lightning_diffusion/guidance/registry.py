@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.guidance.base import Guidance
-from lightning_diffusion.registry import did_you_mean
 
 ENTRY_POINT_GROUP = "lightning_diffusion.methods"
 MODIFIERS = ("interval", "schedule", "rescale", "threshold")

@@ -23,10 +23,9 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.guidance.base import Condition, DiffusionModel, Guidance, Guided, shared_time
 from lightning_diffusion.guidance.modifiers import GuidanceInterval, Modifier
-from lightning_diffusion.registry import did_you_mean
 
 Ramp = Callable[[float], float]
 

@@ -20,12 +20,11 @@ import torch
 from torch import Tensor
 
 from lightning_diffusion.components.prior import check_candidates
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.guidance.factory import build_guidance
 from lightning_diffusion.guidance.registry import GuidanceMethod, get_method, method_names, parse_options
 from lightning_diffusion.pipeline import Cascade, Unclip
 from lightning_diffusion.prompts import Prompts
-from lightning_diffusion.registry import did_you_mean
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sampling import CountingModel, generate
 

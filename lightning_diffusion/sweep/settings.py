@@ -7,14 +7,14 @@ row is refused with the reason, never ignored: settings left unset are None.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_diffusion.components.prior import check_candidates
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.diffusion import SamplerSpec
-from lightning_diffusion.registry import did_you_mean
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sweep.methods import SweepMethod, get_sweep_method, methods_taking
 
@@ -159,6 +159,14 @@ class SweepSettings:
             )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}.")
+        if self.grid_size < 1:
+            raise ConfigError(
+                f"grid_size (samples drawn in each row's grid) must be at least 1, got {self.grid_size}."
+            )
+        scale_lists = self.scales.values() if isinstance(self.scales, dict) else [self.scales]
+        bad = [scale for scales in scale_lists for scale in scales if not math.isfinite(scale)]
+        if bad:
+            raise ConfigError(f"every guidance scale must be a finite number, got {bad}.")
         if self.num_real is not None and self.num_real < 2:
             raise ConfigError(f"num_real must be at least 2, got {self.num_real}.")
         if self.aug_level is not None:
