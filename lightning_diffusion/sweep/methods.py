@@ -106,6 +106,11 @@ class GuidedMethod(SweepMethod):
 
     def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
         super().check(models, settings, prompts)
+        if self.method.composes and prompts.parts is None:
+            raise ConfigError(
+                f"{self.name} composes several weighted captions per sample: sample composed prompts, e.g. "
+                "--compose and (or not) on Shapes data."
+            )
         self.method.check_models({role: getattr(models, role) for role in self.needs})
         denoiser = models.denoiser
         if self.method.conditional_denoiser:
@@ -119,11 +124,6 @@ class GuidedMethod(SweepMethod):
                     f"{self.name} needs a class-conditional denoiser, and this one is unconditional; use "
                     "classifier with --classifier PATH, or a conditional denoiser."
                 )
-        if self.method.composes and prompts.parts is None:
-            raise ConfigError(
-                f"{self.name} composes several weighted captions per sample: sample composed prompts, e.g. "
-                "--compose and (or not) on Shapes data."
-            )
         if self.method.renoises and not settings.sampler.solver.renoises:
             raise ConfigError(
                 f"{self.name} renoises with another estimate than it steps to, which the "
