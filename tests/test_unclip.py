@@ -416,3 +416,22 @@ def test_prior_quality_and_variations_commands(unclip_checkpoints, tmp_path):
     assert list((tmp_path / "variations" / "wandb").glob("offline-run-*"))
     result = run_module("variations", unclip_checkpoints["denoiser"], cwd=tmp_path)
     assert result.returncode != 0 and "not an unCLIP decoder" in result.stderr
+
+
+def test_the_decoder_stage_takes_multi_condition_guidance(unclip_checkpoints):
+    """multi_cfg with the image embedding at the caption's scale is CFG on both (Brooks et al. 2023,
+    Eq. 3 with s_I = s_T); another embedding scale changes the samples; a mistyped option is refused when
+    the stage is built, before sampling."""
+    chain = Unclip.from_checkpoints([unclip_checkpoints["prior"], unclip_checkpoints["decoder"]])
+    prior = PriorStage(chain.prior.model, 1.0, 1, SamplerSpec("ddim", 3))
+    decoder = chain.cascade.stages[0].model
+
+    def sampled(method: str, options: dict | None) -> torch.Tensor:
+        stage = CascadeStage(decoder, SamplerSpec("ddim", 3), 2.0, method=method, method_options=options)
+        return sample_unclip(Unclip(prior, Cascade([stage])), CAPTIONS[:2], seed=3, batch_size=2)
+
+    plain = sampled("cfg", None)
+    torch.testing.assert_close(sampled("multi_cfg", {"scales": {"image_embedding": 2.0}}), plain)
+    assert not torch.allclose(sampled("multi_cfg", {"scales": {"image_embedding": 5.0}}), plain)
+    with pytest.raises(ConfigError, match="did you mean scales"):
+        CascadeStage(decoder, method="multi_cfg", method_options={"scale": {}})

@@ -9,7 +9,7 @@ comes from generator i, so a sample does not depend on the batch it is drawn in.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.components.upsampler import Upsampler
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import SamplerSpec
-from lightning_diffusion.guidance import Condition, build_guidance
+from lightning_diffusion.guidance import Condition, Guidance, build_guidance
 from lightning_diffusion.registry import load_component
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sampling import CountingModel, generate, labels_for, sample_in_batches
@@ -29,18 +29,27 @@ from lightning_diffusion.sampling import CountingModel, generate, labels_for, sa
 
 @dataclass
 class CascadeStage:
-    """One stage and how to sample it: ``guidance_scale`` is classifier-free guidance on the stage's
-    label/caption (1 = plain conditional), ``aug_level`` the augmentation level of an upsampler's
-    low-res input (0 = clean; the base stage has none); ``sampler`` a spec or a solver name."""
+    """One stage and how to sample it: ``guidance_scale`` is the scale of the stage's guidance ``method``
+    (a registered guidance method needing no extra model, classifier-free guidance on the stage's
+    label/caption by default; 1 = plain conditional) with ``method_options`` (e.g. multi_cfg's per-condition
+    scales on an unCLIP decoder), ``aug_level`` the augmentation level of an upsampler's low-res input
+    (0 = clean; the base stage has none); ``sampler`` a spec or a solver name."""
 
     model: Denoiser
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     guidance_scale: float = 1.0
     aug_level: float = 0.0
+    method: str = "cfg"
+    method_options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.sampler = SamplerSpec.of(self.sampler)
         check_aug_level(self.aug_level)
+        self.guidance().check_model(self.model)  # a bad method, option or model is refused here, once
+
+    def guidance(self) -> Guidance:
+        """The stage's guidance, built afresh for each sampling run."""
+        return build_guidance(self.method, self.guidance_scale, options=self.method_options)
 
 
 def _stage_name(index: int, stage: CascadeStage) -> str:
@@ -184,8 +193,7 @@ class Cascade:
             if images is not None:
                 images = images.to(next(stage.model.parameters()).device)
                 stage_cond.update(stage.model.low_res_condition(images, stage.aug_level, generators))
-            guidance = build_guidance("cfg", stage.guidance_scale)
-            images = generate(counter, guidance, generators, stage_cond, stage.sampler).clamp(-1, 1)
+            images = generate(counter, stage.guidance(), generators, stage_cond, stage.sampler).clamp(-1, 1)
         return images
 
 

@@ -178,11 +178,16 @@ class CascadeOptions:
 @dataclass(frozen=True)
 class UnclipOptions:
     """``upsampler_scale``: CFG scale of the upsampler stages; ``prior_scale``: CFG scale of the prior;
-    ``prior_candidates``: prior samples per caption, the best by C_T · C_I kept."""
+    ``prior_candidates``: prior samples per caption, the best by C_T · C_I kept; ``decoder_method`` and
+    ``decoder_options``: the decoder's guidance at the row's scale (default cfg; e.g. multi_cfg with
+    ``{scales: {image_embedding: 3}}`` guides the caption at the row's scale on top of the embedding at 3,
+    Brooks et al. 2023)."""
 
     upsampler_scale: float = 1.0
     prior_scale: float = 1.0
     prior_candidates: int = 1
+    decoder_method: str = "cfg"
+    decoder_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_candidates(self.prior_candidates)
@@ -252,7 +257,10 @@ class UnclipMethod(ChainedMethod):
             sampler=settings.sampler,
         )
         cascade = configured_cascade(models.unclip.cascade, settings, scale, 0.0, options.upsampler_scale)
-        chain = Unclip(prior, cascade)
+        decoder = replace(
+            cascade.stages[0], method=options.decoder_method, method_options=options.decoder_options
+        )
+        chain = Unclip(prior, Cascade([decoder, *cascade.stages[1:]]))
         return RowSampler(chain.generate, lambda: chain.rows)
 
 
