@@ -178,13 +178,14 @@ def edm(
     grid = _grid(schedule, times)
     highest = schedule_levels(schedule)[1]
     gamma = min(S_churn / grid.steps, math.sqrt(2) - 1)
+    name = "edm" if S_churn > 0 else "heun"  # as the user named the sampler, in messages and progress
 
     def slope(x: Tensor, level: float, t: float) -> Tensor:
         alpha = 1 / math.sqrt(1 + level**2)
-        return (x - _evaluate(denoise, alpha * x, t, "edm").data) / level
+        return (x - _evaluate(denoise, alpha * x, t, name).data) / level
 
     x = grid.level(0) * noise
-    for i in _progress(grid.steps, progress, "edm" if S_churn > 0 else "heun"):
+    for i in _progress(grid.steps, progress, name):
         level, level_next, t = grid.level(i), grid.level(i + 1), grid.times[i]
         if gamma > 0 and S_tmin <= level <= S_tmax:
             raised = max(min(level * (1 + gamma), highest), level)
