@@ -386,7 +386,7 @@ def test_build_guidance_maps_names_and_wraps_modifiers():
 @pytest.mark.parametrize(
     ("method", "match"),
     [
-        ("pag", "autoguidance, autoguidance_interval, cfg, cfg_interval, classifier"),
+        ("nope", "apg, autoguidance, autoguidance_interval, cfg, cfg_interval, cfg_zero_star"),
         ("cgf", "did you mean cfg"),
         ("classifier", "--classifier PATH"),
         ("autoguidance", "--guide PATH"),

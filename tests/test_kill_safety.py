@@ -114,7 +114,7 @@ def test_reference_feature_cache_survives_sigkill_mid_write(tmp_path: Path) -> N
     def read() -> int:
         if not cache.is_file():  # killed between removing the old file and writing the new one
             return read.last
-        features = torch.load(cache, weights_only=True)
+        features = torch.load(cache, weights_only=True)["features"]  # the record: features and checksum
         assert features.shape == (512, 256)
         version = round(float(features[0, 0] / IMAGES[0, 0, 0, 0]))
         torch.testing.assert_close(features, IMAGES.flatten(1) * version)

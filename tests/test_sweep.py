@@ -207,7 +207,7 @@ def test_an_evaluator_of_another_data_set_is_refused(checkpoints, tmp_path):
 
 
 def test_settings_validation_lists_methods():
-    with pytest.raises(ConfigError, match="cascade, cfg, cfg_interval, classifier"):
+    with pytest.raises(ConfigError, match="apg, autoguidance, autoguidance_interval, cascade, cfg,"):
         SweepSettings(methods=["nope"]).validate()
 
 

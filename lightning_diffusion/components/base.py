@@ -38,8 +38,8 @@ def adamw_with_warmup(
 
     The update is fused into one kernel when every parameter is on a CUDA device; otherwise torch picks
     its default (multi-tensor foreach ops on accelerators, a loop on the CPU)."""
-    if not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"the learning rate lr must be a positive finite number (e.g. 2e-4), got {lr}.")
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ConfigError(f"the learning rate lr must be a finite number >= 0 (e.g. 2e-4), got {lr}.")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ConfigError(f"weight_decay must be a finite number >= 0 (e.g. 0.01), got {weight_decay}.")
     parameters = list(module.parameters())

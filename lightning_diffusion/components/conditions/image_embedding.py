@@ -28,7 +28,7 @@ class ImageEmbedding(FrozenEncoderUser, Condition):
 
     def __init__(
         self,
-        encoder: str | ContrastiveEncoder,
+        encoder: str | dict | ContrastiveEncoder,  # a path, the record a checkpoint carries, or the encoder
         tokens: int = 4,
         p_drop: float = 0.1,
         group: str | None = None,
@@ -36,7 +36,7 @@ class ImageEmbedding(FrozenEncoderUser, Condition):
         super().__init__(p_drop, group)
         if tokens < 1:
             raise ConfigError(f"embedding_tokens must be at least 1, got {tokens}.")
-        if isinstance(encoder, str):
+        if not isinstance(encoder, ContrastiveEncoder):
             encoder = load_frozen_encoder(encoder, "the image-embedding condition")
         self.encoder = encoder.requires_grad_(False).eval()
         self.tokens = tokens
