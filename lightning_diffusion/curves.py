@@ -29,17 +29,23 @@ PANELS = (
     Panel("recall", "precision", "recall (diversity)", "precision (quality)", "precision_recall"),
     Panel("class_accuracy", "fid", "class accuracy", "FID (lower is better)", "fid_accuracy"),
 )
+MARKERS = "osD^vP*X"
 
 
 def curves_figure(rows: Sequence[dict[str, Any]]) -> Figure:
-    """The panels of ``PANELS`` side by side, a method keeping its colour in every panel; rows missing a
-    panel's metrics (e.g. class accuracy of text rows) are left out of that panel."""
+    """The panels of ``PANELS`` side by side, a method keeping its colour and marker in every panel (ten
+    colours, then the next marker: no two of up to 60 methods look alike); rows missing a panel's metrics
+    (e.g. class accuracy of text rows) are left out of that panel."""
     figure = Figure(figsize=(16, 4.5))
     axes = figure.subplots(1, len(PANELS))
-    colours = {method: f"C{index % 10}" for index, method in enumerate(methods_of(rows))}
+    styles = {
+        method: (f"C{index % 10}", MARKERS[index // 10 % len(MARKERS)])
+        for index, method in enumerate(methods_of(rows))
+    }
     for axis, panel in zip(axes, PANELS, strict=True):
-        for method, colour in colours.items():
-            draw_method(axis, [row for row in rows if row["method"] == method], panel, method, colour)
+        for method, (colour, marker) in styles.items():
+            rows_of_method = [row for row in rows if row["method"] == method]
+            draw_method(axis, rows_of_method, panel, method, colour, marker)
         if not axis.has_data():
             axis.text(0.5, 0.5, f"no rows with {panel.x_key} and {panel.y_key}", ha="center",
                       transform=axis.transAxes)  # fmt: skip
@@ -53,7 +59,9 @@ def curves_figure(rows: Sequence[dict[str, Any]]) -> Figure:
     return figure
 
 
-def draw_method(axis: Axes, rows: Sequence[dict[str, Any]], panel: Panel, method: str, colour: str) -> None:
+def draw_method(
+    axis: Axes, rows: Sequence[dict[str, Any]], panel: Panel, method: str, colour: str, marker: str = "o"
+) -> None:
     """One method's rows on one panel: a line through its scales, each point annotated with its scale s,
     and its Pareto front as a wide translucent band under it."""
     points = sorted(
@@ -63,7 +71,7 @@ def draw_method(axis: Axes, rows: Sequence[dict[str, Any]], panel: Panel, method
     if not points:
         return
     xs, ys = [row[panel.x_key] for row in points], [row[panel.y_key] for row in points]
-    axis.plot(xs, ys, marker="o", color=colour, label=method)
+    axis.plot(xs, ys, marker=marker, color=colour, label=method)
     for row, x, y in zip(points, xs, ys, strict=True):
         axis.annotate(f"s={row['scale']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if panel.front is not None:

@@ -43,3 +43,10 @@ def test_a_panel_no_row_can_fill_says_so_instead_of_failing(tmp_path):
     accuracy_panel = curves_figure(rows).axes[2]
     assert not accuracy_panel.lines and "no rows with class_accuracy" in accuracy_panel.texts[0].get_text()
     assert plot_curves(rows, tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_more_methods_than_colours_still_look_apart():
+    rows = [row(f"method{index}", 1.0) for index in range(13)]
+    lines = curves_figure(rows).axes[0].lines
+    styles = [(line.get_color(), line.get_marker()) for line in lines]
+    assert len(set(styles)) == 13 and styles[0][0] == styles[10][0]  # colour 0 again, another marker
