@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from lightning.pytorch import Trainer
@@ -90,17 +90,14 @@ class DiffusionCLI(LightningCLI):
         return trainer
 
 
-def configured_models(args: list[str]) -> list[str]:
-    """The component names a command line configures (``--model NAME``, ``--model.class_path NAME``, and
-    ``model:`` in each ``--config`` file), so a typo is refused before jsonargparse reports it as a bad
-    import path."""
-    return [name for name in _configured(args)[0] if isinstance(name, str)]
+class ConfiguredNames(NamedTuple):
+    """The component and data source names a command line configures (``--model NAME``,
+    ``--model.class_path NAME``, ``--data.init_args.source NAME`` or its ``class_path``, and ``model:`` /
+    ``data.init_args.source`` in each ``--config`` file), so a typo is refused before jsonargparse reports
+    it as a bad import path."""
 
-
-def configured_sources(args: list[str]) -> list[str]:
-    """The data source names a command line configures (``--data.init_args.source NAME`` or its
-    ``class_path``, and ``data.init_args.source`` in each ``--config`` file)."""
-    return [name for name in _configured(args)[1] if isinstance(name, str)]
+    models: list[str]
+    sources: list[str]
 
 
 def check_source_name(name: str) -> None:
@@ -122,8 +119,8 @@ def _class_path(entry: Any) -> Any:
     return entry.get("class_path") if isinstance(entry, dict) else entry
 
 
-def _configured(args: list[str]) -> tuple[list[Any], list[Any]]:
-    """The (model, data source) names configured on a command line and in its ``--config`` files."""
+def configured_names(args: list[str]) -> ConfiguredNames:
+    """The names ``args`` configure, reading each ``--config`` file once (see ``ConfiguredNames``)."""
     models, sources = [], []
     for index, arg in enumerate(args):
         option, equals, value = arg.partition("=")
@@ -149,16 +146,17 @@ def _configured(args: list[str]) -> tuple[list[Any], list[Any]]:
             init_args = data.get("init_args") if isinstance(data, dict) else None
             if isinstance(init_args, dict):
                 sources.append(_class_path(init_args.get("source")))
-    return models, sources
+    named = [[name for name in names if isinstance(name, str)] for names in (models, sources)]
+    return ConfiguredNames(*named)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> DiffusionCLI:
     """Build the CLI (importing every registered component first, so short class names resolve)."""
     discover()
-    argv = sys.argv[1:] if args is None else args
-    for name in configured_models(argv):
+    names = configured_names(sys.argv[1:] if args is None else args)
+    for name in names.models:
         check_component_name(name)
-    for name in configured_sources(argv):
+    for name in names.sources:
         check_source_name(name)
     try:
         return DiffusionCLI(

@@ -343,6 +343,6 @@ def test_a_mistyped_model_flag_is_refused_and_class_paths_are_taken():
         train.main(args=["fit", "--model=Evalutor"], run=False)
     full_path = "lightning_diffusion.components.Denoiser"
     args = ["fit", "--model.class_path", full_path, "--model", "NoisyClassifier"]
-    assert train.configured_models(args) == [full_path, "NoisyClassifier"]
-    for name in train.configured_models(args):
+    assert train.configured_names(args).models == [full_path, "NoisyClassifier"]
+    for name in train.configured_names(args).models:
         check_component_name(name)  # importable or registered: accepted
