@@ -19,6 +19,7 @@ import evaluate
 import train
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.data import CIFAR10, DiffusionDataModule, ImageFolder
+from lightning_diffusion.data.cifar import CIFAR10_CLASSES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,20 +51,7 @@ def write_cifar_stand_in(data_dir: Path, per_batch: int = 8, test_count: int = 1
             "filenames": [f"{name}_{index}.png" for index in range(count)],
         }
         (folder / name).write_bytes(pickle.dumps(batch))
-    meta = {
-        "label_names": [
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck",
-        ]
-    }
+    meta = {"label_names": list(CIFAR10_CLASSES)}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     return data_dir
 
