@@ -28,7 +28,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lightning_diffusion.config import ConfigError, did_you_mean, output_folder
+from lightning_diffusion.config import ConfigError, output_folder
 from lightning_diffusion.sweep import SweepSettings
 
 
@@ -120,21 +120,12 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def check_names(args: Any) -> None:
-    """Refuse an unknown sampler or feature network naming the closest known one and listing them all."""
-    from lightning_diffusion.diffusion.samplers import SOLVERS
-    from lightning_diffusion.metrics import FEATURES
-
-    for kind, name, known in (("sampler", args.sampler.name, SOLVERS), ("features", args.features, FEATURES)):
-        if name not in known:
-            raise ConfigError(
-                f"unknown {kind} {name!r}{did_you_mean(name, known)}; choose one of {', '.join(known)}."
-            )
-
-
 def sweep_settings(args: Any) -> SweepSettings:
-    """The validated sweep settings among the parsed options."""
-    check_names(args)
+    """The validated sweep settings among the parsed options (the sampler spec refuses an unknown sampler;
+    the feature network's name is checked here too, before any process starts)."""
+    from lightning_diffusion.metrics.features import feature_builder
+
+    feature_builder(args.features)
     values = args.as_dict()  # nested options (the sampler spec) as plain mappings
     settings = SweepSettings(**{name: values[name] for name in SweepSettings.__dataclass_fields__})
     settings.validate()

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from lightning_diffusion.config import ConfigError
+from lightning_diffusion.config import ConfigError, did_you_mean
 
 
 class FeatureExtractor(Protocol):
@@ -150,11 +150,19 @@ FEATURES: dict[str, Callable[[FeatureInputs], FeatureExtractor]] = {
 }
 
 
+def feature_builder(name: str) -> Callable[[FeatureInputs], FeatureExtractor]:
+    """The builder registered as ``name`` in ``FEATURES``; an unknown name gets the closest and the list
+    (``evaluate.py`` asks before it starts any process)."""
+    if name not in FEATURES:
+        raise ConfigError(
+            f"unknown features {name!r}{did_you_mean(name, FEATURES)}; choose from {', '.join(FEATURES)}."
+        )
+    return FEATURES[name]
+
+
 def build_features(name: str, inputs: FeatureInputs) -> FeatureExtractor:
     """The extractor registered as ``name`` in ``FEATURES``, built from ``inputs``."""
-    if name not in FEATURES:
-        raise ConfigError(f"unknown features {name!r}; choose from {', '.join(FEATURES)}.")
-    return FEATURES[name](inputs)
+    return feature_builder(name)(inputs)
 
 
 def identity_features(num_features: int) -> nn.Module:
