@@ -161,7 +161,7 @@ def _check_scorer(args: Any, contrastive: Any, scorer: Any) -> None:
 def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettings) -> Any:
     """Uniform class labels, or (text models, CLIP guidance, unCLIP, --captions) captions with their
     labels and attributes when they come from the data."""
-    from lightning_diffusion.prompts import Prompts, composed_shape_prompts
+    from lightning_diffusion.sweep.prompts import Prompts, composed_shape_prompts
 
     text = (
         getattr(models.denoiser, "text_encoder", None) is not None
@@ -298,7 +298,7 @@ def run(args: Any) -> list[dict[str, Any]]:
     from lightning.fabric import Fabric
 
     from lightning_diffusion.sweep import run_sweep
-    from lightning_diffusion.sweep_logging import log_sweep_summary, wandb_row_logger
+    from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
 
     settings = sweep_settings(args)
     if args.devices < 1:

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning_diffusion.metrics import FeatureInputs, build_features
 from lightning_diffusion.registry import load_component
 from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
-from lightning_diffusion.sweep_logging import log_sweep_summary, wandb_row_logger
+from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
 
 
 def validated_model(trainer: pl.Trainer, pl_module: pl.LightningModule) -> pl.LightningModule:

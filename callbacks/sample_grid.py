@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_diffusion.diffusion import SamplerSpec
-from lightning_diffusion.grid import class_scale_samples, grid_image, save_grid
+from lightning_diffusion.sweep.grids import class_scale_samples, grid_image, save_grid
 
 
 class SampleGrid(pl.Callback):

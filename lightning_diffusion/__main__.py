@@ -88,9 +88,9 @@ def sample_grid(args: argparse.Namespace) -> None:
     """Sample every class at every scale; write samples.png, samples_s<scale>.npz and label accuracy."""
     import torch
 
-    from lightning_diffusion.grid import class_scale_samples, grid_image, save_grid
     from lightning_diffusion.registry import load_component
-    from lightning_diffusion.samples_io import save_npz, scale_tag
+    from lightning_diffusion.sweep.grids import class_scale_samples, grid_image, save_grid
+    from lightning_diffusion.sweep.sample_files import save_npz, scale_tag
 
     out = output_folder(args.out)  # refused before any sampling when it names a file
     model = load_component(args.checkpoint, kind="denoiser")
@@ -247,9 +247,9 @@ def variations(args: argparse.Namespace) -> None:
     import torch
 
     from lightning_diffusion.components import UnclipDecoder
-    from lightning_diffusion.grid import row_grid, save_grid
     from lightning_diffusion.pipeline import image_variations
     from lightning_diffusion.registry import load_component
+    from lightning_diffusion.sweep.grids import row_grid, save_grid
 
     out = output_folder(args.out) if args.out is not None else Path(args.checkpoint).resolve().parent.parent
     decoder = load_component(args.checkpoint, kind="denoiser")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lightning_diffusion.curves import PANELS, curves_figure, plot_curves
+from lightning_diffusion.sweep.curves import PANELS, curves_figure, plot_curves
 
 
 def row(method: str, scale: float, **metrics: float | None) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from lightning_diffusion.frontier import (
+from lightning_diffusion.sweep.frontier import (
     CLASS_ACCURACY,
     FID,
     FRONTIER_KEYS,
@@ -101,8 +101,8 @@ class RecordingRun:
 def test_sweep_summary_logs_the_frontier_table_and_each_front_to_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    from lightning_diffusion.curves import plot_curves
-    from lightning_diffusion.sweep_logging import log_sweep_summary
+    from lightning_diffusion.sweep.curves import plot_curves
+    from lightning_diffusion.sweep.wandb_logging import log_sweep_summary
 
     rows = [{**entry, "inception_score": 2.0} for entry in ROWS]
     plot_curves(rows, tmp_path / "curves.png")

@@ -12,7 +12,7 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.data.shapes import Shapes, parse_caption
 from lightning_diffusion.diffusion import sample_generators
 from lightning_diffusion.guidance import ClassifierFree, ComposedCFG
-from lightning_diffusion.prompts import Prompts, composed_shape_prompts, parse_composed
+from lightning_diffusion.sweep.prompts import Prompts, composed_shape_prompts, parse_composed
 
 CAPTIONS = ["a", "b c", "d e f"]
 PARTS = [("a", "x"), ("b c", "y"), ("d e f", "z w")]

@@ -15,7 +15,7 @@ from lightning_diffusion.diffusion import CosineSchedule, sample_generators
 from lightning_diffusion.guidance import ClassifierFree, ClipGuidance
 from lightning_diffusion.nets import UNet
 from lightning_diffusion.nets.text import TextTransformer, Tokenizer, caption_vocabulary
-from lightning_diffusion.prompts import Prompts
+from lightning_diffusion.sweep.prompts import Prompts
 
 CAPTIONS = ["a red circle at the top", "a blue square at the left", ""]
 VOCAB = caption_vocabulary(CAPTIONS)

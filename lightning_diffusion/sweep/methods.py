@@ -24,9 +24,9 @@ from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.guidance.factory import build_guidance
 from lightning_diffusion.guidance.registry import GuidanceMethod, get_method, method_names, parse_options
 from lightning_diffusion.pipeline import Cascade, Unclip
-from lightning_diffusion.prompts import Prompts
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sampling import CountingModel, generate
+from lightning_diffusion.sweep.prompts import Prompts
 
 if TYPE_CHECKING:
     from lightning_diffusion.sweep.models import SweepModels

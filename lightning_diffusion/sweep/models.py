@@ -7,7 +7,7 @@ from typing import Any
 
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import FeatureExtractor
-from lightning_diffusion.prompts import Prompts
+from lightning_diffusion.sweep.prompts import Prompts
 from lightning_diffusion.sweep.settings import SweepSettings
 
 

@@ -24,16 +24,16 @@ from tqdm.auto import tqdm
 from lightning_diffusion import distributed
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import sample_generators
-from lightning_diffusion.frontier import write_frontier
-from lightning_diffusion.grid import save_grid, sorted_grid
 from lightning_diffusion.metrics import SampleMetrics
 from lightning_diffusion.metrics.clip_score import clip_scores
-from lightning_diffusion.prompts import Drawn, Prompts
-from lightning_diffusion.samples_io import save_npz, scale_tag
 from lightning_diffusion.sweep import outputs
+from lightning_diffusion.sweep.frontier import write_frontier
+from lightning_diffusion.sweep.grids import save_grid, sorted_grid
 from lightning_diffusion.sweep.methods import SweepMethod
 from lightning_diffusion.sweep.models import SweepModels, check_compatible
+from lightning_diffusion.sweep.prompts import Drawn, Prompts
 from lightning_diffusion.sweep.reference import reference_features, reference_key
+from lightning_diffusion.sweep.sample_files import save_npz, scale_tag
 from lightning_diffusion.sweep.settings import SweepSettings
 
 
@@ -163,7 +163,7 @@ def run_sweep(
             if log_row is not None:
                 log_row(row, grid_path)
     if rank == 0:
-        from lightning_diffusion.curves import plot_curves
+        from lightning_diffusion.sweep.curves import plot_curves
 
         plot_curves(rows, out / "curves.png")
         write_frontier(rows, out / "frontier.csv")

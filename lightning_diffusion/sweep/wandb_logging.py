@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_diffusion.frontier import FRONTIER_KEYS, FRONTS, frontier_rows, fronts_by_method
 from lightning_diffusion.metrics import METRIC_KEYS
-from lightning_diffusion.sweep import ROW_KEYS
+from lightning_diffusion.sweep.frontier import FRONTIER_KEYS, FRONTS, frontier_rows, fronts_by_method
+from lightning_diffusion.sweep.outputs import ROW_KEYS
 
 PLOTTED = METRIC_KEYS
 

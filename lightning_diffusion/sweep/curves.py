@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lightning_diffusion.frontier import FRONTS, methods_of, pareto_front
+from lightning_diffusion.sweep.frontier import FRONTS, methods_of, pareto_front
 
 
 class Panel(NamedTuple):
