@@ -1,42 +1,47 @@
-"""A sweep's table on disk: ``sweep.json`` and ``sweep.csv``, written atomically as each row finishes."""
+"""A sweep's table on disk: ``sweep.json`` and ``sweep.csv``, written atomically as each row finishes.
+
+Each write re-reads the rows on disk and merges by (method, scale), so a row another run wrote into the
+same folder is kept rather than overwritten (the run lock, ``run_lock``, makes the runs take turns).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lightning_diffusion.atomic import atomic_write
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import METRIC_KEYS
 
 ROW_KEYS = ("method", "scale", *METRIC_KEYS, "nfe", "seconds")
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write ``path`` through ``write(handle)`` into a temporary file, flushed to disk, then renamed over
-    ``path``: a run killed at any moment leaves the previous file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, mode, newline="" if "b" not in mode else None) as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def row_key(row: dict[str, Any]) -> tuple[str, float]:
+    """What identifies a row in a sweep's table: its method (row label) and guidance scale."""
+    return row["method"], float(row["scale"])
 
 
-def write_rows(out: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``sweep.json`` and ``sweep.csv`` atomically (a killed run leaves the last complete table)."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "sweep.json", lambda f: json.dump(rows, f, indent=2))
+def merge_rows(on_disk: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows on disk that ``rows`` does not replace (same method and scale), then ``rows``."""
+    replaced = {row_key(row) for row in rows}
+    return [row for row in on_disk if row_key(row) not in replaced] + rows
+
+
+def write_rows(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge ``rows`` into ``sweep.json`` and ``sweep.csv`` (read again just before), written atomically
+    (a killed run leaves the last complete table); return the merged rows."""
+    merged = merge_rows(read_rows(out), rows)
+    atomic_write(out / "sweep.json", lambda f: json.dump(merged, f, indent=2), mode="w")
 
     def write_csv(handle: Any) -> None:
         writer = csv.DictWriter(handle, fieldnames=ROW_KEYS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(merged)
 
-    atomic_write(out / "sweep.csv", write_csv)
+    atomic_write(out / "sweep.csv", write_csv, mode="w")
+    return merged
 
 
 def read_rows(out: Path) -> list[dict[str, Any]]:
@@ -45,8 +50,8 @@ def read_rows(out: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(
             f"{path} is not valid JSON ({error}); move it away to start the sweep afresh."
         ) from None

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from lightning_diffusion import distributed
+from lightning_diffusion.atomic import atomic_write
 from lightning_diffusion.metrics import FeatureExtractor
-from lightning_diffusion.sweep.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
