@@ -171,7 +171,7 @@ def upsampler_fidelity(args: argparse.Namespace) -> None:
     """PSNR and consistency of an upsampler (and of bilinear upsampling) on real images of its data."""
     import json
 
-    from lightning_diffusion.metrics.upsampling import evaluate_upsampler
+    from lightning_diffusion.pipeline.upsampling import evaluate_upsampler
     from lightning_diffusion.registry import load_component
 
     upsampler = load_component(args.checkpoint, kind="upsampler")
@@ -207,7 +207,7 @@ def prior_quality(args: argparse.Namespace) -> None:
     """Cosine similarity and retrieval of a prior's embeddings (and of two baselines) on real pairs."""
     import json
 
-    from lightning_diffusion.metrics.prior_quality import prior_quality as measure
+    from lightning_diffusion.pipeline.prior_quality import prior_quality as measure
     from lightning_diffusion.registry import load_component
 
     prior = load_component(args.checkpoint, kind="prior")

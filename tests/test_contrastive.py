@@ -11,14 +11,10 @@ from tiny import digits_datamodule, quiet_trainer
 from torch.utils.data import DataLoader
 
 from lightning_diffusion.components import ContrastiveEncoder
-from lightning_diffusion.components.contrastive_encoder import (
-    caption_ids,
-    contrastive_loss,
-    retrieval_outcomes,
-    same_caption,
-)
+from lightning_diffusion.components.contrastive_encoder import contrastive_loss
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import clip_scores
+from lightning_diffusion.metrics.retrieval import caption_ids, retrieval_outcomes, same_caption
 from lightning_diffusion.nets import EncoderUNet
 from lightning_diffusion.nets.text import TextTransformer
 from lightning_diffusion.registry import load_component

@@ -23,10 +23,11 @@ import evaluate
 from lightning_diffusion.components import ContrastiveEncoder, Prior, UnclipDecoder, Upsampler
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import SamplerSpec, sample_generators
-from lightning_diffusion.metrics.prior_quality import apply_linear_map, fit_linear_map, prediction_quality
+from lightning_diffusion.metrics.embedding_quality import prediction_quality
 from lightning_diffusion.nets import EncoderUNet, PriorMLP, PriorTransformer, UNet
 from lightning_diffusion.pipeline import PriorStage, Unclip, image_variations, sample_unclip
 from lightning_diffusion.pipeline.cascade import Cascade, CascadeStage
+from lightning_diffusion.pipeline.prior_quality import apply_linear_map, fit_linear_map
 from lightning_diffusion.registry import load_component
 
 EMBED = 8  # the text sweep's encoders embed into 8 dimensions, with a 16-wide text tower

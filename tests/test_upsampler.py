@@ -13,9 +13,9 @@ from lightning_diffusion.components import Upsampler
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.guidance import ClassifierFree
-from lightning_diffusion.metrics.upsampling import UpsamplingMetrics, evaluate_upsampler
+from lightning_diffusion.metrics.upsampling import UpsamplingMetrics
 from lightning_diffusion.nets import UNet
-from lightning_diffusion.pipeline import Cascade, CascadeStage, sample_cascade
+from lightning_diffusion.pipeline import Cascade, CascadeStage, evaluate_upsampler, sample_cascade
 from lightning_diffusion.registry import load_component
 
 NULL = 10

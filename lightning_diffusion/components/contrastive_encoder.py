@@ -3,7 +3,6 @@ the embeddings the diffusion prior and the unCLIP decoder use."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from lightning_diffusion.components.base import (
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import CosineSchedule, noised
 from lightning_diffusion.distributed import world_size
+from lightning_diffusion.metrics.retrieval import caption_ids, retrieval_hits
 from lightning_diffusion.nets.text import TextEncoding
 from lightning_diffusion.registry import register
 
@@ -36,20 +36,6 @@ def no_captions(learner: str) -> ConfigError:
         f"{learner} learns from image-caption pairs but the data has no captions; use a captioned source "
         "(Shapes, Captioned(...), ImageFolder with captions_file)."
     )
-
-
-def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> Tensor:
-    """Int64 ids (B,) equal exactly where the captions are equal and the same in every process (the first
-    8 bytes of a BLAKE2b digest; Python's ``hash`` is salted per process), so ranks match identical
-    captions by gathering these ids instead of the strings, without a host round trip."""
-    digests = [hashlib.blake2b(caption.encode(), digest_size=8).digest() for caption in captions]
-    return torch.tensor([int.from_bytes(digest, "little", signed=True) for digest in digests], device=device)
-
-
-def same_caption(captions: Sequence[str], device: torch.device | None = None) -> Tensor:
-    """Boolean (B, B) matrix: entry (i, j) is True where caption i and caption j are the same string."""
-    ids = caption_ids(captions, device)
-    return ids[:, None] == ids[None, :]
 
 
 def multi_positive_infonce(scores: Tensor, positives: Tensor) -> Tensor:
@@ -73,20 +59,6 @@ def contrastive_loss(image_rows: Tensor, text_rows: Tensor, positives: Tensor) -
     """
     image_to_text = multi_positive_infonce(image_rows, positives)
     return 0.5 * (image_to_text + multi_positive_infonce(text_rows, positives))
-
-
-def retrieval_hits(scores: Tensor, positives: Tensor) -> Tensor:
-    """Per-query correctness (1.0 or 0.0): whether the best-scoring column of each row is a positive."""
-    rows = torch.arange(scores.shape[0], device=scores.device)
-    return positives[rows, scores.argmax(dim=1)].float()
-
-
-def retrieval_outcomes(logits: Tensor, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Per-query correctness (1.0 or 0.0) of retrieval within the batch: image→text is right when the
-    best-scoring caption reads the same as the image's own, text→image when the best-scoring image's
-    caption reads the same as the query."""
-    positives = same_caption(captions, logits.device)
-    return retrieval_hits(logits, positives), retrieval_hits(logits.T, positives)
 
 
 def gather_with_gradients(tensor: Tensor) -> Tensor:

@@ -8,13 +8,20 @@ stand-in for the evaluator component; its own test accuracy bounds what the chec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from sklearn.svm import SVC
 from torch import Tensor
 
-from lightning_diffusion.data import DiffusionDataModule
+
+class LabelledSplits(Protocol):
+    """What the classifier is fitted from: real images and labels by split (a ``DiffusionDataModule``)."""
+
+    def real_images(self, split: str) -> Tensor: ...
+
+    def labels(self, split: str) -> Tensor: ...
 
 
 @dataclass
@@ -33,7 +40,7 @@ class PixelClassifier:
 
 
 def fit_pixel_classifier(
-    datamodule: DiffusionDataModule, max_train: int = 10000, seed: int = 0
+    datamodule: LabelledSplits, max_train: int = 10000, seed: int = 0
 ) -> PixelClassifier:
     """Fit on (up to ``max_train`` of) the train split; report accuracy on the test split."""
     images = datamodule.real_images("train")

@@ -6,6 +6,7 @@ the prediction (among all the pairs') belongs to an image with the same caption;
 Fréchet distance and precision/recall between predicted and true embeddings. Two baselines without
 a prior map C_T straight to C_I: C_T itself, and the least-squares linear map C_T → C_I fitted on
 training pairs (a deterministic regression, the conditional mean a linear model can reach).
+This module samples through the prior; the measures themselves are ``metrics.embedding_quality``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_fidelity.metric_prc import calculate_precision_recall_full
-from torchmetrics.image.fid import FrechetInceptionDistance
 
-from lightning_diffusion.components.contrastive_encoder import retrieval_outcomes
 from lightning_diffusion.components.prior import Prior
 from lightning_diffusion.diffusion import SamplerSpec, sample_generators
-from lightning_diffusion.metrics.features import identity_features
-from lightning_diffusion.metrics.sample_metrics import NEIGHBOURHOOD
+from lightning_diffusion.metrics.embedding_quality import prediction_quality
 
 
 @torch.no_grad()
@@ -49,38 +46,6 @@ def fit_linear_map(text: Tensor, image: Tensor) -> Tensor:
 def apply_linear_map(weights: Tensor, text: Tensor) -> Tensor:
     """Unit-norm predictions of C_I from C_T by a map from ``fit_linear_map``."""
     return F.normalize(torch.cat([text, torch.ones(len(text), 1)], dim=1) @ weights, dim=-1)
-
-
-def prediction_quality(
-    predicted: Tensor, true: Tensor, captions: Sequence[str], labels: Tensor | None = None
-) -> dict[str, float]:
-    """How predicted embeddings match the true ones, pair by pair and as a set.
-
-    Pairwise: the mean cosine similarity to the true embedding, and the text→image retrieval accuracy
-    among all true embeddings (a hit: the retrieved image has the query's caption; with ``labels``,
-    ``class_retrieval`` also counts a retrieved image of the query's class, which is what retrieval
-    means where many captions name one class, e.g. templates with synonyms). As a set: the
-    Fréchet distance between the two sets (FID's formula on the embeddings) and precision/recall
-    (Kynkäänniemi et al. 2019, k = 3), which tell a predictor that collapses each caption to one point
-    (low recall) from one that samples the spread of its images' embeddings."""
-    predicted = F.normalize(predicted, dim=-1)
-    cosine = (predicted * true).sum(dim=-1).mean().item()
-    logits = true @ predicted.T
-    _, text_to_image = retrieval_outcomes(logits, captions)
-    frechet = FrechetInceptionDistance(feature=identity_features(true.shape[1]))
-    frechet.update(true.double(), real=True)
-    frechet.update(predicted.double(), real=False)
-    precision, recall = calculate_precision_recall_full(predicted, true, NEIGHBOURHOOD)
-    quality = {"cosine": cosine, "retrieval": text_to_image.mean().item()}
-    if labels is not None:
-        _, same_class = retrieval_outcomes(logits, [str(label) for label in labels.tolist()])
-        quality["class_retrieval"] = same_class.mean().item()
-    return {
-        **quality,
-        "frechet": float(frechet.compute()),
-        "precision": float(precision),
-        "recall": float(recall),
-    }
 
 
 def sampled_embeddings(
