@@ -346,7 +346,8 @@ def quality_table(model: Denoiser, args: argparse.Namespace, candidates: list[Ro
         wall = time.perf_counter() - start
         features, logits = features_of(extractor, images, args.batch)
         metrics.reset_generated()
-        metrics.update_generated(features, logits, problem.labels)
+        correct = (logits.argmax(dim=1) == problem.labels).float()
+        metrics.update_generated({"features": features, "logits": logits, "class_correct": correct})
         walls.append((spec, metrics.compute(), wall))
     baseline_wall = walls[-1][2]
     for spec, values, wall in walls:

@@ -75,7 +75,7 @@ def test_vendi_score_from_the_d_by_d_matrix_equals_the_n_by_n_kernel(n, dim):
 def metrics_of(real: torch.Tensor, generated: torch.Tensor) -> dict[str, float | None]:
     metrics = SampleMetrics(real.shape[1])
     metrics.update_real(real)
-    metrics.update_generated(generated, torch.randn(len(generated), 10))
+    metrics.update_generated({"features": generated, "logits": torch.randn(len(generated), 10)})
     return metrics.compute()
 
 
@@ -102,13 +102,14 @@ def test_real_ball_radii_are_kept_across_rows_and_refreshed_when_real_features_a
     real, more, generated = (torch.randn(size, 4, generator=generator) for size in (20, 20, 30))
     metrics = SampleMetrics(4)
     metrics.update_real(real)
-    metrics.update_generated(generated, torch.randn(30, 10))
+    metrics.update_generated({"features": generated, "logits": torch.randn(30, 10)})
     metrics.compute()
-    radii = metrics.real_radii
+    density_coverage = metrics.metrics["density_coverage"]
+    radii = density_coverage.real_radii
     metrics.reset_generated()
-    metrics.update_generated(generated, torch.randn(30, 10))
+    metrics.update_generated({"features": generated, "logits": torch.randn(30, 10)})
     assert metrics.compute()["coverage"] == metrics_of(real, generated)["coverage"]
-    assert metrics.real_radii is radii
+    assert density_coverage.real_radii is radii
     metrics.update_real(more)
     assert metrics.compute()["density"] == pytest.approx(
         metrics_of(torch.cat([real, more]), generated)["density"]

@@ -1,6 +1,14 @@
-"""Sample-quality metrics (FID, IS, precision/recall, density/coverage, Vendi score, class accuracy,
-CLIP score) and their feature extractors; ``METRIC_KEYS`` names the metric columns of a sweep row."""
+"""Sample-quality metrics and their feature extractors. Each metric of a sweep row is one registered class
+(``metrics.registry``), imported here so that it registers: FID, IS, precision/recall, density/coverage,
+Vendi score, class accuracy, CLIP score, attribute accuracy. ``METRIC_KEYS`` names the metric columns of a
+sweep row in registration order, then ``non_finite``."""
 
+# Each module registers its metric; the import order is the order of a row's columns.
+# isort: off
+from lightning_diffusion.metrics import fid, inception_score, precision_recall  # noqa: F401
+from lightning_diffusion.metrics import density_coverage, vendi, outcomes  # noqa: F401
+
+# isort: on
 from lightning_diffusion.metrics.clip_score import clip_scores
 from lightning_diffusion.metrics.features import (
     FEATURES,
@@ -10,16 +18,37 @@ from lightning_diffusion.metrics.features import (
     InceptionFeatures,
     build_features,
 )
-from lightning_diffusion.metrics.sample_metrics import METRIC_KEYS, SampleMetrics
+from lightning_diffusion.metrics.registry import (
+    METRICS,
+    Column,
+    RowMetric,
+    TradeOff,
+    column,
+    columns,
+    register_metric,
+    trade_offs,
+)
+from lightning_diffusion.metrics.sample_metrics import NON_FINITE, SampleMetrics, metric_keys
+
+METRIC_KEYS = metric_keys()
 
 __all__ = [
     "FEATURES",
+    "METRICS",
     "METRIC_KEYS",
+    "NON_FINITE",
+    "Column",
     "EvaluatorFeatures",
     "FeatureExtractor",
     "FeatureInputs",
     "InceptionFeatures",
+    "RowMetric",
     "SampleMetrics",
+    "TradeOff",
     "build_features",
     "clip_scores",
+    "column",
+    "columns",
+    "register_metric",
+    "trade_offs",
 ]

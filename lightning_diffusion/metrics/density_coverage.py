@@ -9,13 +9,16 @@ Density counts how many real balls hold each sample (about 1 when samples look l
 samples crowd dense regions); coverage is the fraction of real balls that hold at least one sample, so it
 cannot exceed 1 by piling samples onto a few modes. Balls are closed (distance <= radius), as in
 torch-fidelity's precision/recall. Distances are taken ``block`` real rows at a time, so memory stays at
-block x M distances.
+block x M distances. In a sweep the real balls' radii are computed once per reference set (kept across
+rows), so a row costs one N x M x D distance pass over the gathered features.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from lightning_diffusion.metrics.registry import BLOCK_ROWS, Column, Gathered, RowMetric, register_metric
 
 DENSITY_NEIGHBOURHOOD = 5  # k of the paper's experiments
 
@@ -43,3 +46,34 @@ def density_and_coverage(
     density = inside_count.item() / (neighbourhood * len(generated))
     coverage = torch.cat(covered).float().mean().item()
     return density, coverage
+
+
+@register_metric
+class DensityCoverage(RowMetric):
+    """Density and coverage of the gathered generated features; None with no more real features than k."""
+
+    name = "density_coverage"
+    columns = (
+        Column("density", higher_is_better=True, label="density"),
+        Column("coverage", higher_is_better=True, label="coverage"),
+    )
+    consumes = ("features",)
+    reduction = "cat"
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__(feature_dim)
+        self.real_radii: Tensor | None  # NND_k of the real features, computed at the first row
+        self.register_buffer("real_radii", None, persistent=False)  # a buffer: moves with .to(device)
+
+    def update_real(self, features: Tensor) -> None:
+        self.real_radii = None
+
+    def compute(self, gathered: Gathered) -> dict[str, float | None]:
+        if len(gathered.real) <= DENSITY_NEIGHBOURHOOD:  # a smoke test's handful of real images
+            return {"density": None, "coverage": None}
+        if self.real_radii is None:
+            self.real_radii = real_ball_radii(gathered.real, DENSITY_NEIGHBOURHOOD, BLOCK_ROWS)
+        density, coverage = density_and_coverage(
+            gathered.real, gathered.generated, self.real_radii, DENSITY_NEIGHBOURHOOD, BLOCK_ROWS
+        )
+        return {"density": density, "coverage": coverage}

@@ -12,8 +12,8 @@ from torch_fidelity.metric_prc import calculate_precision_recall_full
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lightning_diffusion.metrics.features import identity_features
+from lightning_diffusion.metrics.precision_recall import NEIGHBOURHOOD
 from lightning_diffusion.metrics.retrieval import retrieval_outcomes
-from lightning_diffusion.metrics.sample_metrics import NEIGHBOURHOOD
 
 
 def prediction_quality(

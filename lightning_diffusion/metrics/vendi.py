@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_diffusion.metrics.registry import Column, Gathered, RowMetric, register_metric
+
 
 def vendi_score(features: Tensor) -> float:
     """The Vendi score of samples with ``features`` (n, D) under the cosine-similarity kernel."""
@@ -24,3 +26,16 @@ def vendi_score(features: Tensor) -> float:
     eigenvalues = torch.linalg.eigvalsh(unit.T @ unit / len(unit))
     positive = eigenvalues[eigenvalues > 0]  # rounding leaves the zero eigenvalues at about +-1e-16
     return torch.exp(-(positive * positive.log()).sum()).item()
+
+
+@register_metric
+class Vendi(RowMetric):
+    """The Vendi score of the gathered generated features."""
+
+    name = "vendi"
+    columns = (Column("vendi", higher_is_better=True, label="Vendi score", frontier=True),)
+    consumes = ("features",)
+    reduction = "cat"
+
+    def compute(self, gathered: Gathered) -> dict[str, float | None]:
+        return {"vendi": vendi_score(gathered.generated)}

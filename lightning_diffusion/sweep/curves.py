@@ -1,34 +1,21 @@
-"""Quality-diversity curves of a sweep: FID vs IS, precision vs recall and FID vs class accuracy, one line
-per method through its scales (points labelled by scale), each method's Pareto front shaded on the
-precision-recall and FID-accuracy panels."""
+"""Quality-diversity curves of a sweep: one panel per registered trade-off (FID vs IS, precision vs recall,
+FID vs class accuracy), one line per method through its scales (points labelled by scale), each method's
+Pareto front shaded on the panels that name one. Panels, axis labels and fronts come from the metric
+registry."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from lightning_diffusion.metrics import TradeOff, column, trade_offs
 from lightning_diffusion.sweep.frontier import FRONTS, methods_of, pareto_front
 
-
-class Panel(NamedTuple):
-    """One plot: its axes' row metrics and labels, and the ``FRONTS`` entry it shades (None: no front)."""
-
-    x_key: str
-    y_key: str
-    x_label: str
-    y_label: str
-    front: str | None = None
-
-
-PANELS = (
-    Panel("inception_score", "fid", "Inception Score", "FID (lower is better)"),
-    Panel("recall", "precision", "recall (diversity)", "precision (quality)", "precision_recall"),
-    Panel("class_accuracy", "fid", "class accuracy", "FID (lower is better)", "fid_accuracy"),
-)
+PANELS = trade_offs()  # (x, y, front) of each panel, in the order the metrics registered them
 MARKERS = "osD^vP*X"
 
 
@@ -47,36 +34,37 @@ def curves_figure(rows: Sequence[dict[str, Any]]) -> Figure:
             rows_of_method = [row for row in rows if row["method"] == method]
             draw_method(axis, rows_of_method, panel, method, colour, marker)
         if not axis.has_data():
-            axis.text(0.5, 0.5, f"no rows with {panel.x_key} and {panel.y_key}", ha="center",
+            axis.text(0.5, 0.5, f"no rows with {panel.x} and {panel.y}", ha="center",
                       transform=axis.transAxes)  # fmt: skip
         if panel.front is not None:
             axis.set_title("shaded: each method's Pareto front", fontsize=9)
-        axis.set_xlabel(panel.x_label)
-        axis.set_ylabel(panel.y_label)
+        axis.set_xlabel(column(panel.x).label)
+        axis.set_ylabel(column(panel.y).label)
         axis.grid(alpha=0.3)
-    axes[0].legend(title="method")
+    if axes[0].get_legend_handles_labels()[0]:  # rows with null metrics (all samples non-finite) draw none
+        axes[0].legend(title="method")
     figure.tight_layout()
     return figure
 
 
 def draw_method(
-    axis: Axes, rows: Sequence[dict[str, Any]], panel: Panel, method: str, colour: str, marker: str = "o"
+    axis: Axes, rows: Sequence[dict[str, Any]], panel: TradeOff, method: str, colour: str, marker: str = "o"
 ) -> None:
     """One method's rows on one panel: a line through its scales, each point annotated with its scale s,
     and its Pareto front as a wide translucent band under it."""
     points = sorted(
-        (row for row in rows if row.get(panel.x_key) is not None and row.get(panel.y_key) is not None),
+        (row for row in rows if row.get(panel.x) is not None and row.get(panel.y) is not None),
         key=lambda row: row["scale"],
     )
     if not points:
         return
-    xs, ys = [row[panel.x_key] for row in points], [row[panel.y_key] for row in points]
+    xs, ys = [row[panel.x] for row in points], [row[panel.y] for row in points]
     axis.plot(xs, ys, marker=marker, color=colour, label=method)
     for row, x, y in zip(points, xs, ys, strict=True):
         axis.annotate(f"s={row['scale']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if panel.front is not None:
         front = pareto_front(points, *FRONTS[panel.front])
-        axis.plot([row[panel.x_key] for row in front], [row[panel.y_key] for row in front], color=colour,
+        axis.plot([row[panel.x] for row in front], [row[panel.y] for row in front], color=colour,
                   linewidth=8, alpha=0.25, marker="o", markersize=12, solid_capstyle="round")  # fmt: skip
 
 

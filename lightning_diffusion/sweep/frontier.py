@@ -1,40 +1,30 @@
 """The quality-diversity trade-off of a sweep, per method: the best FID at a minimum class accuracy
 (``frontier.csv``) and Pareto fronts over two metrics (the rows no other row of the method beats in both).
+Directions, the fronts and the columns reported beside the best FID come from the metric registry.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_diffusion.metrics import Column, column, columns, trade_offs
+
 ACCURACY_LEVELS = (0.90, 0.95, 0.99)
 ACCURACY_TOLERANCE = 1e-6  # class accuracy is a float32 mean: 19 of 20 correct reads 0.9499999881
-FRONTIER_KEYS = ("method", "min_class_accuracy", "fid", "class_accuracy", "scale", "recall", "vendi", "nfe")
+REPORTED = tuple(entry.name for entry in columns() if entry.frontier)  # beside the best FID, e.g. recall
+FRONTIER_KEYS = ("method", "min_class_accuracy", "fid", "class_accuracy", "scale", *REPORTED, "nfe")
 
-
-@dataclass(frozen=True)
-class Objective:
-    """A row metric and which way is better."""
-
-    key: str
-    higher_is_better: bool
-
-    def value(self, row: dict[str, Any]) -> float | None:
-        """The row's value of the metric, None where it was not measured (or the row predates it)."""
-        return row.get(self.key)
-
-    def at_least_as_good(self, a: float, b: float) -> bool:
-        return a >= b if self.higher_is_better else a <= b
-
-
-PRECISION = Objective("precision", higher_is_better=True)
-RECALL = Objective("recall", higher_is_better=True)
-FID = Objective("fid", higher_is_better=False)
-CLASS_ACCURACY = Objective("class_accuracy", higher_is_better=True)
-FRONTS = {"precision_recall": (RECALL, PRECISION), "fid_accuracy": (CLASS_ACCURACY, FID)}  # (x, y) of a plot
+PRECISION, RECALL, FID, CLASS_ACCURACY = (
+    column(name) for name in ("precision", "recall", "fid", "class_accuracy")
+)
+FRONTS = {  # name -> (x, y) of a plot, from the registered trade-offs that shade a front
+    trade_off.front: (column(trade_off.x), column(trade_off.y))
+    for trade_off in trade_offs()
+    if trade_off.front is not None
+}
 
 
 def methods_of(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -42,7 +32,7 @@ def methods_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(row["method"] for row in rows))
 
 
-def pareto_front(rows: Sequence[dict[str, Any]], first: Objective, second: Objective) -> list[dict[str, Any]]:
+def pareto_front(rows: Sequence[dict[str, Any]], first: Column, second: Column) -> list[dict[str, Any]]:
     """The rows no other row dominates (at least as good in both metrics and better in one), sorted by
     ``first``'s value; rows missing either metric take no part. Pass one method's rows for its front."""
     scored = [row for row in rows if first.value(row) is not None and second.value(row) is not None]
@@ -57,7 +47,7 @@ def pareto_front(rows: Sequence[dict[str, Any]], first: Objective, second: Objec
 
 
 def fronts_by_method(
-    rows: Sequence[dict[str, Any]], first: Objective, second: Objective
+    rows: Sequence[dict[str, Any]], first: Column, second: Column
 ) -> dict[str, list[dict[str, Any]]]:
     """Each method's Pareto front over ``first`` and ``second`` (empty where its rows lack either)."""
     return {
@@ -68,8 +58,8 @@ def fronts_by_method(
 
 def frontier_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method and accuracy level, the row with the lowest FID among those whose class accuracy is at
-    least the level: its FID, class accuracy, scale, recall, Vendi score and NFE (None where no row
-    qualifies, e.g. unconditional or text rows without class accuracy)."""
+    least the level: its FID, class accuracy, scale, the ``REPORTED`` columns (recall, Vendi score) and NFE
+    (None where no row qualifies, e.g. unconditional or text rows without class accuracy)."""
     table = []
     for method in methods_of(rows):
         for level in ACCURACY_LEVELS:

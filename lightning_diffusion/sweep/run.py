@@ -3,13 +3,15 @@
 Sample i draws its label, initial noise and sampler noise from a generator seeded by (seed, i), so
 rows do not depend on the batch size or the number of processes, and every scale sees the same
 noise (common random numbers). Ranks take samples i = rank, rank + W, ...; metric states are reduced
-over ranks. Rows are written as each scale finishes (atomically); a re-run with the same output
-folder skips finished rows. Every row's method, models, options and settings are checked, and every
-row's sampler built, before the first sample is drawn.
+over ranks. Samples that are not finite (NaN or inf, e.g. at an extreme scale) are counted in the row's
+``non_finite`` column and left out of every metric, with a warning. Rows are written as each scale finishes
+(atomically); a re-run with the same output folder skips finished rows. Every row's method, models,
+options and settings are checked, and every row's sampler built, before the first sample is drawn.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 from lightning_diffusion import distributed
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import sample_generators
-from lightning_diffusion.metrics import SampleMetrics
+from lightning_diffusion.metrics import NON_FINITE, SampleMetrics
 from lightning_diffusion.metrics.clip_score import clip_scores
 from lightning_diffusion.sweep import outputs
 from lightning_diffusion.sweep.frontier import write_frontier
@@ -35,6 +37,8 @@ from lightning_diffusion.sweep.prompts import Drawn, Prompts
 from lightning_diffusion.sweep.reference import reference_features, reference_key
 from lightning_diffusion.sweep.sample_files import save_npz, scale_tag
 from lightning_diffusion.sweep.settings import SweepSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,13 +137,16 @@ def run_sweep(
             generators = sample_generators(settings.seed, indices, device)
             drawn = prompts.draw(generators)
             with torch.no_grad():
-                images = sampler.sample_batch(generators, drawn.cond).clamp(-1, 1)
+                raw = sampler.sample_batch(generators, drawn.cond)
+                images = raw.clamp(-1, 1)
                 features, logits = models.extractor.features_and_logits(images)
-                metrics.update_generated(
-                    features, logits, **_judged_outcomes(models, method, images, features, logits, drawn)
-                )
+                outcomes = _judged_outcomes(models, method, images, features, logits, drawn)
+                finite = raw.flatten(1).isfinite().all(dim=1)  # clamping would hide an inf
+                metrics.update_generated({"features": features, "logits": logits, **outcomes}, finite)
             kept.add(indices, images, drawn, wanted)
         values = metrics.compute()
+        if rank == 0 and values[NON_FINITE]:
+            warn_non_finite(label, scale, values[NON_FINITE], settings.num_samples)
         evaluations = sum(distributed.gather_objects(sampler.evaluations()))
         seconds = max(distributed.gather_objects(time.perf_counter() - start))
         samples, labels, captions = kept.gather()
@@ -191,3 +198,12 @@ def _judged_outcomes(
         predicted = models.attribute_evaluator.attribute_predictions_from(evaluated[0])
         outcomes["attribute_correct"] = (predicted == drawn.attributes).float().mean(dim=1)
     return outcomes
+
+
+def warn_non_finite(label: str, scale: float, count: int, total: int) -> None:
+    """Log that ``count`` of a row's ``total`` samples are not finite and that the metrics leave them out."""
+    if count == total:
+        what = f"all {total} samples are not finite (NaN or inf); the row's metrics are null"
+    else:
+        what = f"{count} of {total} samples are not finite (NaN or inf); the metrics leave them out"
+    log.warning("%s s=%g: %s", label, scale, what)

@@ -1,5 +1,5 @@
 """Sweep results in Weights & Biases: per-row metrics and grids, then a table, line plots, the frontier
-table, each method's Pareto fronts and the curves."""
+table, each method's Pareto fronts and the curves; the columns and plots follow the metric registry."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lightning_diffusion.metrics import METRIC_KEYS
 from lightning_diffusion.sweep.frontier import FRONTIER_KEYS, FRONTS, frontier_rows, fronts_by_method
 from lightning_diffusion.sweep.outputs import ROW_KEYS
 
-PLOTTED = METRIC_KEYS
+PLOTTED = METRIC_KEYS  # one line plot against the scale per registered column (and non_finite)
 
 
 def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any], Path], None]:
@@ -74,9 +74,9 @@ def front_plots(rows: Sequence[dict[str, Any]], prefix: str = "sweep") -> dict[s
             for row in front
         ]
         if points:
-            table = wandb.Table(columns=["method", "scale", x.key, y.key], data=points)
-            title = f"{y.key} vs {x.key}: Pareto front per method"
+            table = wandb.Table(columns=["method", "scale", x.name, y.name], data=points)
+            title = f"{y.name} vs {x.name}: Pareto front per method"
             plots[f"{prefix}/front/{name}"] = wandb.plot.line(
-                table, x.key, y.key, stroke="method", title=title
+                table, x.name, y.name, stroke="method", title=title
             )
     return plots
