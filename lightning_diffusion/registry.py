@@ -9,6 +9,7 @@ its classes itself. ``load_component`` rebuilds any component from its checkpoin
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from lightning_diffusion.budget import checkpoint_warning
 from lightning_diffusion.config import ConfigError, class_path_of, did_you_mean, import_class, instantiate
 
 if TYPE_CHECKING:
@@ -182,7 +184,8 @@ def load_component(
 ) -> Component:
     """Rebuild a component from its checkpoint (EMA weights where it was trained with EMA).
 
-    With ``kind`` given, a checkpoint of another kind is refused with a message naming its kind.
+    With ``kind`` given, a checkpoint of another kind is refused with a message naming its kind; one whose
+    time budget bought too few steps to learn is loaded with a warning.
     """
     if kind is not None:
         _check_kind(kind)
@@ -194,6 +197,9 @@ def load_component(
             f"not of kind {kind!r}; pass a {kind!r} checkpoint here, or use this one where a "
             f"{record['kind']!r} is expected."
         )
+    under_trained = checkpoint_warning(checkpoint)
+    if under_trained is not None:
+        logging.getLogger(__name__).warning("%s: %s", path, under_trained)
     discover()
     component = instantiate(record["spec"])
     component.load_state_dict(checkpoint["state_dict"])

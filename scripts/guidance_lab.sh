@@ -22,7 +22,8 @@ ckpt() { echo "$root/$1/checkpoints/last.ckpt"; }
 case $data in
   fashion_mnist)
     fit denoiser fashion_mnist denoiser --trainer.max_epochs -1 --trainer.max_time "${DENOISER_TIME:-00:00:10:00}"
-    fit guide fashion_mnist denoiser --trainer.max_epochs -1 --trainer.max_time "${GUIDE_TIME:-00:00:01:00}"
+    fit guide fashion_mnist denoiser --trainer.max_epochs -1 --trainer.max_time "${GUIDE_TIME:-00:00:01:00}" \
+      --budget.min_steps 0  # a deliberately weak guide: no step minimum
     fit noisy_classifier fashion_mnist noisy_classifier --trainer.max_epochs -1 --trainer.max_time 00:00:06:00
     fit evaluator fashion_mnist evaluator --trainer.max_epochs 3
     "$python" evaluate.py --config configs/fashion_mnist/lab_sweep.yaml --out "$root/lab" \

@@ -26,7 +26,8 @@ read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
 source "$(dirname "$0")/fit.sh"
 
 fit denoiser "$data" denoiser --trainer.max_epochs -1 --trainer.max_time "$denoiser_time"
-fit guide "$data" denoiser --trainer.max_epochs -1 --trainer.max_time "$guide_time"
+fit guide "$data" denoiser --trainer.max_epochs -1 --trainer.max_time "$guide_time" \
+  --budget.min_steps 0  # a deliberately weak guide: no step minimum
 fit noisy_classifier "$data" noisy_classifier
 fit evaluator "$data" evaluator
 test_evaluator "$data"
