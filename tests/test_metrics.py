@@ -1,13 +1,28 @@
 """Density, coverage and the Vendi score: closed forms, a hand-computed example, and their place in
-SampleMetrics' rows."""
+SampleMetrics' rows; the metric registry that SampleMetrics, the row keys, the frontier, the curves and W&B
+read."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torchmetrics import SumMetric
 
-from lightning_diffusion.metrics import METRIC_KEYS, SampleMetrics
+from lightning_diffusion.metrics import (
+    METRIC_KEYS,
+    METRICS,
+    NON_FINITE,
+    Column,
+    RowMetric,
+    SampleMetrics,
+    column,
+    columns,
+    register_metric,
+    trade_offs,
+)
 from lightning_diffusion.metrics.density_coverage import density_and_coverage, real_ball_radii
+from lightning_diffusion.metrics.registry import Gathered
+from lightning_diffusion.metrics.sample_metrics import metric_keys
 from lightning_diffusion.metrics.vendi import vendi_score
 
 
@@ -114,3 +129,65 @@ def test_real_ball_radii_are_kept_across_rows_and_refreshed_when_real_features_a
     assert metrics.compute()["density"] == pytest.approx(
         metrics_of(torch.cat([real, more]), generated)["density"]
     )
+
+
+class LogitSum(RowMetric):
+    """A toy metric for the registry tests: the sum of every logit, a sum state over ranks."""
+
+    name = "logit_sum"
+    columns = (Column("logit_sum", higher_is_better=True, label="sum of logits"),)
+    consumes = ("logits",)
+    reduction = "sum"
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__(feature_dim)
+        self.total = SumMetric()
+
+    def update(self, inputs: dict[str, torch.Tensor]) -> None:
+        self.total.update(inputs["logits"].double().sum())
+
+    def compute(self, gathered: Gathered) -> dict[str, float | None]:
+        return {"logit_sum": float(self.total.compute())}
+
+
+def test_a_registered_metric_is_a_column_of_every_row(monkeypatch):
+    monkeypatch.setitem(METRICS, LogitSum.name, LogitSum)
+    assert metric_keys()[-2:] == ("logit_sum", NON_FINITE)
+    logits = torch.randn(12, 10, generator=torch.Generator().manual_seed(5))
+    metrics = SampleMetrics(3)
+    metrics.update_real(torch.randn(8, 3))
+    metrics.update_generated({"features": torch.randn(12, 3), "logits": logits})
+    assert metrics.compute()["logit_sum"] == pytest.approx(logits.double().sum().item())
+    metrics.reset_generated()
+    metrics.update_generated({"features": torch.randn(4, 3), "logits": torch.ones(4, 10)})
+    assert metrics.compute()["logit_sum"] == 40.0
+
+
+def test_a_metric_taking_a_column_that_is_already_registered_is_refused():
+    twin = type("Twin", (LogitSum,), {"name": "twin", "columns": (column("fid"),)})
+    with pytest.raises(ValueError, match=r"repeats columns \['fid'\]"):
+        register_metric(twin)
+    assert "twin" not in METRICS
+
+
+def test_inputs_no_metric_consumes_are_refused_and_absent_ones_leave_their_metric_null():
+    metrics = SampleMetrics(3)
+    metrics.update_real(torch.randn(8, 3))
+    with pytest.raises(ValueError, match="no registered metric consumes \\['class_corect'\\]"):
+        metrics.update_generated({"features": torch.randn(6, 3), "logits": torch.randn(6, 4),
+                                  "class_corect": torch.ones(6)})  # fmt: skip
+    metrics.update_generated({"features": torch.randn(6, 3), "logits": torch.randn(6, 4)})
+    values = metrics.compute()
+    assert values["class_accuracy"] is None and values["clip_score"] is None and values["fid"] is not None
+
+
+def test_the_frontier_curves_and_wandb_read_their_columns_from_the_registry():
+    from lightning_diffusion.sweep.curves import PANELS
+    from lightning_diffusion.sweep.frontier import FRONTIER_KEYS, FRONTS
+    from lightning_diffusion.sweep.outputs import ROW_KEYS
+    from lightning_diffusion.sweep.wandb_logging import PLOTTED
+
+    assert ("method", "scale", *metric_keys(), "nfe", "seconds") == ROW_KEYS and metric_keys() == PLOTTED
+    assert FRONTIER_KEYS[5:-1] == tuple(entry.name for entry in columns() if entry.frontier)
+    assert trade_offs() == PANELS and set(FRONTS) == {panel.front for panel in PANELS} - {None}
+    assert not FRONTS["fid_accuracy"][1].higher_is_better and FRONTS["precision_recall"][0].name == "recall"
