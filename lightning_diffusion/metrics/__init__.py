@@ -1,7 +1,6 @@
 """Sample-quality metrics and their feature extractors. Each metric of a sweep row is one registered class
-(``metrics.registry``), imported here so that it registers: FID, IS, precision/recall, density/coverage,
-Vendi score, class accuracy, CLIP score, attribute accuracy. ``METRIC_KEYS`` names the metric columns of a
-sweep row in registration order, then ``non_finite``."""
+(``metrics.registry``) in its own module, imported here so that it registers. ``METRIC_KEYS`` names the
+metric columns of a sweep row in registration order, then ``non_finite``."""
 
 # Each module registers its metric; the import order is the order of a row's columns.
 # isort: off
