@@ -60,4 +60,7 @@ class TrainingBudget(Callback):
         on_cpu = trainer.strategy.root_device.type == "cpu"
         causes = likely_causes(str(trainer.precision), on_cpu, trainer.world_size) if record.too_few else []
         report = budget_report(record, budget_timer(trainer).time_elapsed(), causes)
-        (rank_zero_warn if record.too_few else rank_zero_info)(report)
+        if record.too_few:
+            rank_zero_warn(report)
+        else:
+            rank_zero_info(report)
