@@ -14,7 +14,10 @@
         --unclip '[PRIOR.ckpt,DECODER.ckpt]' --out runs/shapes/unclip_sweep   # unCLIP vs GLIDE
 
 Writes sweep.json, sweep.csv, frontier.csv, curves.png and grid_<method>_s<scale>.png into --out (and with
---save_samples the samples as npz); a re-run with the same --out skips finished rows.
+--save_samples the samples as npz); a re-run with the same --out skips finished rows. The model flags
+(--evaluator, --classifier, --guide, ...) come from the sweep's role registry (sweep/roles.py). A setting
+of a --config file that no row uses once the command line narrowed the rows (--methods) is dropped; one
+typed on the command line is refused.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lightning_diffusion.config import ConfigError, output_folder
-from lightning_diffusion.sweep import SweepSettings
+from lightning_diffusion.sweep import SweepSettings, registered_roles
+
+RENAMED = {"--steps": "--sampler.steps", "--eta": "--sampler.eta"}  # flags from before the sampler spec
 
 
 def add_flag(parser: ArgumentParser, name: str, default: bool, description: str) -> None:
@@ -50,8 +56,15 @@ def build_parser() -> ArgumentParser:
         "inception (torch-fidelity's Inception-V3 as the reference FID; class accuracy then comes from "
         "--evaluator if given, else is null)",
     )
-    parser.add_argument(
-        "--evaluator", type=str | None, default=None, help="evaluator checkpoint (features, class accuracy)"
+    for role in registered_roles():
+        kind = list[str] | None if role.chain else str | None
+        parser.add_argument(role.flag, type=kind, default=None, help=f"{role.help} ({role.kind})")
+    add_flag(
+        parser,
+        "--allow_cross_data",
+        False,
+        "combine models trained on different data on purpose (e.g. an evaluator of a superset of the "
+        "classes); recorded in the run config",
     )
     parser.add_argument(
         "--inception_weights",
@@ -59,21 +72,6 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="--features inception: a local copy of torch-fidelity's Inception-V3 weights (default: "
         "download them once into torch's hub cache)",
-    )
-    parser.add_argument(
-        "--classifier", type=str | None, default=None, help="noisy classifier (method classifier)"
-    )
-    parser.add_argument(
-        "--guide", type=str | None, default=None, help="weaker denoiser (method autoguidance)"
-    )
-    parser.add_argument(
-        "--contrastive", type=str | None, default=None, help="noise-aware contrastive encoder (method clip)"
-    )
-    parser.add_argument(
-        "--clip_scorer",
-        type=str | None,
-        default=None,
-        help="contrastive encoder for the CLIP score, trained apart from the guiding one (another seed)",
     )
     parser.add_argument(
         "--captions",
@@ -95,18 +93,6 @@ def build_parser() -> ArgumentParser:
         help="data source (class_path/init_args) replacing the denoiser's for real images and captions, "
         "e.g. held-out shapes combinations",
     )
-    parser.add_argument(
-        "--cascade",
-        type=list[str] | None,
-        default=None,
-        help="method cascade: base denoiser and upsampler checkpoints, lowest resolution first",
-    )
-    parser.add_argument(
-        "--unclip",
-        type=list[str] | None,
-        default=None,
-        help="method unclip: prior, unCLIP decoder and (optionally) upsampler checkpoints",
-    )
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False, skip={"save_samples"})
     add_flag(parser, "--save_samples", False, "also write every sample as npz (samples_<row>_s<scale>.npz)")
@@ -120,14 +106,58 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def sweep_settings(args: Any) -> SweepSettings:
+def refuse_renamed(argv: Sequence[str]) -> None:
+    """Answer a flag from before the sampler spec (--steps, --eta, --sampler NAME) with its new spelling."""
+    for index, token in enumerate(argv):
+        flag, equals, value = token.partition("=")
+        if not equals:
+            value = argv[index + 1] if index + 1 < len(argv) else "VALUE"
+        if flag in RENAMED:
+            raise ConfigError(
+                f"{flag} is now part of the sampler spec: use {RENAMED[flag]} {value} (in YAML, "
+                f"sampler: {{{RENAMED[flag].split('.')[1]}: {value}}})."
+            )
+        if flag == "--sampler" and not value.lstrip().startswith("{") and not Path(value).is_file():
+            raise ConfigError(
+                f"--sampler is now the sampler spec (name, steps, eta, grid, ...): use --sampler.name "
+                f"{value} (in YAML, sampler: {{name: {value}}})."
+            )
+
+
+def _config_arguments(argv: Sequence[str]) -> list[str]:
+    """The --config options of ``argv`` (with their values), in order."""
+    found: list[str] = []
+    index = 0
+    while index < len(argv):
+        flag, equals, _ = argv[index].partition("=")
+        taken = 1 if equals else 2
+        if len(flag) >= len("--conf") and "--config".startswith(flag):
+            found += argv[index : index + taken]
+        else:
+            taken = 1
+        index += taken
+    return found
+
+
+def typed_settings(parser: ArgumentParser, argv: Sequence[str], args: Any) -> set[str]:
+    """The sweep settings the command line set, as opposed to a --config file or the defaults: those whose
+    value differs from the one parsed from the --config files alone."""
+    files = parser.parse_args([*_config_arguments(argv), "--denoiser", args.denoiser, "--out", args.out])
+    given, configured = args.as_dict(), files.as_dict()
+    return {name for name in SweepSettings.__dataclass_fields__ if given[name] != configured[name]}
+
+
+def sweep_settings(args: Any, typed: Collection[str] | None = None) -> SweepSettings:
     """The validated sweep settings among the parsed options (the sampler spec refuses an unknown sampler;
-    the feature network's name is checked here too, before any process starts)."""
+    the feature network's name is checked here too, before any process starts). With ``typed`` (the
+    settings the user typed), values from a --config file that no row uses are dropped, not refused."""
     from lightning_diffusion.metrics.features import feature_builder
 
     feature_builder(args.features)
     values = args.as_dict()  # nested options (the sampler spec) as plain mappings
     settings = SweepSettings(**{name: values[name] for name in SweepSettings.__dataclass_fields__})
+    if typed is not None:
+        settings = settings.without_unused(typed)
     settings.validate()
     return settings
 
@@ -144,20 +174,6 @@ def _load_captions(captions: list[str] | str) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _check_scorer(args: Any, contrastive: Any, scorer: Any) -> None:
-    """Refuse scoring with the guiding encoder itself: CLIP guidance would be graded by its own model."""
-    if contrastive is None or scorer is None:
-        return
-    from lightning_diffusion.components.base import same_weights
-
-    same_file = Path(args.contrastive).resolve() == Path(args.clip_scorer).resolve()
-    if same_file or same_weights(contrastive, scorer):
-        raise ConfigError(
-            "--clip_scorer is the guiding contrastive encoder (--contrastive); the CLIP score must come from "
-            "an encoder trained separately (e.g. the same config with another seed_everything)."
-        )
-
-
 def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettings) -> Any:
     """Uniform class labels, or (text models, CLIP guidance, unCLIP, --captions) captions with their
     labels and attributes when they come from the data."""
@@ -167,7 +183,7 @@ def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettin
         getattr(models.denoiser, "text_encoder", None) is not None
         or args.captions is not None
         or args.compose is not None
-        or any(row.sweep_method.prompts == ("caption",) for row in settings.rows())
+        or any(plan.prompts == ("caption",) for plan in settings.plans())
     )
     if not text:
         if models.num_classes is None:
@@ -196,60 +212,32 @@ def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettin
     )
 
 
-def load_models(args: Any, device: Any) -> tuple[Any, Any]:
-    """The sweep's components on ``device`` and the data module of its real images and captions (the
-    denoiser's, with ``--source`` replacing its source)."""
+def sweep_models(args: Any, device: Any) -> tuple[Any, Any]:
+    """The sweep's models on ``device`` (the denoiser, and each role given a checkpoint, loaded by the
+    sweep's ``load_models``) and the data module of its real images and captions (the denoiser's, with
+    ``--source`` replacing its source)."""
+    from lightning_diffusion.compatibility import recorded_data
     from lightning_diffusion.data import DiffusionDataModule
-    from lightning_diffusion.metrics import FeatureInputs, build_features
-    from lightning_diffusion.registry import load_component, read_checkpoint
-    from lightning_diffusion.sweep import SweepModels
+    from lightning_diffusion.registry import load_component
+    from lightning_diffusion.sweep import load_models
 
     denoiser = load_component(args.denoiser, kind="denoiser", map_location=device)
-    hparams = read_checkpoint(args.denoiser).get("datamodule_hyper_parameters")
-    if hparams is None:
+    trained_on = recorded_data(args.denoiser)
+    if trained_on is None:
         raise ConfigError(
             f"{args.denoiser} does not record the data it was trained on; cannot pick real images."
         )
-    if args.source is not None:
-        hparams = {**hparams, "source": args.source}
-
-    def optional(path: str | None, kind: str) -> Any:
-        return None if path is None else load_component(path, kind=kind, map_location=device)
-
-    evaluator = optional(args.evaluator, "evaluator")
-    features = FeatureInputs(evaluator, args.evaluator, args.inception_weights)
-    extractor = build_features(args.features, features)
-    num_classes = getattr(evaluator, "num_classes", None)
-    classifier = optional(args.classifier, "noisy_classifier")
-    guide = optional(args.guide, "denoiser")
-    contrastive = optional(args.contrastive, "contrastive_encoder")
-    scorer = optional(args.clip_scorer, "contrastive_encoder")
-    _check_scorer(args, contrastive, scorer)
-    num_classes = num_classes or denoiser.num_classes or getattr(classifier, "num_classes", None)
-    attribute_evaluator = evaluator if getattr(evaluator, "attribute_sizes", None) else None
-    cascade = None
-    if args.cascade is not None:
-        from lightning_diffusion.pipeline import Cascade
-
-        cascade = Cascade.from_checkpoints(args.cascade, map_location=device)
-    unclip = None
-    if args.unclip is not None:
-        from lightning_diffusion.pipeline import Unclip
-
-        unclip = Unclip.from_checkpoints(args.unclip, map_location=device)
-    models = SweepModels(
+    models = load_models(
         denoiser,
-        extractor,
-        classifier,
-        guide,
-        num_classes,
-        contrastive,
-        scorer,
-        attribute_evaluator,
-        cascade,
-        unclip,
-        features.evaluator_features,
+        {role.name: args[role.name] for role in registered_roles()},
+        device,
+        features=args.features,
+        inception_weights=args.inception_weights,
+        denoiser_path=args.denoiser,
+        denoiser_data=trained_on,
+        allow_cross_data=args.allow_cross_data,
     )
+    hparams = trained_on if args.source is None else {**trained_on, "source": args.source}
     return models, DiffusionDataModule.from_hparams(hparams)
 
 
@@ -268,18 +256,9 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
             **dataclasses.asdict(settings),
             **{
                 key: args[key]
-                for key in (
-                    "denoiser",
-                    "features",
-                    "evaluator",
-                    "inception_weights",
-                    "contrastive",
-                    "clip_scorer",
-                    "source",
-                    "cascade",
-                    "unclip",
-                )
+                for key in ("denoiser", "features", "inception_weights", "source", "allow_cross_data")
             },
+            **{role.name: args[role.name] for role in registered_roles()},  # every role's checkpoint path(s)
         },
     )
 
@@ -292,15 +271,16 @@ def show_library_log() -> None:
     logger.setLevel(logging.INFO)
 
 
-def run(args: Any) -> list[dict[str, Any]]:
-    """Launch the processes (Lightning Fabric), load the components and run the sweep on every rank."""
+def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Launch the processes (Lightning Fabric), load the components and run the sweep on every rank;
+    ``typed``: the settings typed on the command line (None: all of them count as typed)."""
     import torch
     from lightning.fabric import Fabric
 
     from lightning_diffusion.sweep import run_sweep
     from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
 
-    settings = sweep_settings(args)
+    settings = sweep_settings(args, typed)
     if args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}.")
     out = output_folder(args.out)
@@ -317,7 +297,7 @@ def run(args: Any) -> list[dict[str, Any]]:
     if fabric.device.type == "cpu" and args.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
     show_library_log()
-    models, datamodule = load_models(args, fabric.device)
+    models, datamodule = sweep_models(args, fabric.device)
     if args.compile:
         from lightning_diffusion.compilation import compile_networks
 
@@ -343,9 +323,12 @@ def run(args: Any) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        return run(args)
+        refuse_renamed(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return run(args, typed_settings(parser, argv, args))
     except ConfigError as error:
         sys.exit(f"error: {error}")
 

@@ -9,9 +9,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import FeatureInputs, build_features
-from lightning_diffusion.registry import load_component
-from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
+from lightning_diffusion.sweep import SweepSettings, get_role, load_models, run_sweep
 from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
 
 
@@ -36,7 +36,11 @@ class GuidanceSweep(pl.Callback):
     listed (it runs once validation is over and takes the averaged model itself). ``features`` and
     ``inception_weights`` choose the feature network as in
     ``evaluate.py`` (class accuracy comes from ``evaluator`` when given), built at construction so that a
-    bad choice fails before training; ``settings`` take the fields of ``SweepSettings``."""
+    bad choice fails before training; ``settings`` take the fields of ``SweepSettings``. ``models`` gives
+    the checkpoint path (a list for chains) of any other model role the methods need, by role name as
+    ``evaluate.py``'s flags (``{contrastive: PATH, cascade: [BASE, UPSAMPLER]}``); ``classifier`` and
+    ``guide`` are shorthands for two of them. Each is checked against the trained model's data (unless
+    ``allow_cross_data``) before the first sample of each sweep."""
 
     def __init__(
         self,
@@ -48,11 +52,21 @@ class GuidanceSweep(pl.Callback):
         settings: dict[str, Any] | None = None,
         features: str = "evaluator",
         inception_weights: str | None = None,
+        models: dict[str, str | list[str]] | None = None,
+        allow_cross_data: bool = False,
     ) -> None:
-        self.classifier_path, self.guide_path = classifier, guide
-        loaded = None if evaluator is None else load_component(evaluator, kind="evaluator")
+        self.paths = {"classifier": classifier, "guide": guide, **(models or {})}
+        if "evaluator" in self.paths:
+            raise ConfigError(
+                "GuidanceSweep takes the evaluator as its own argument (evaluator: PATH), not in models."
+            )
+        for role in self.paths:
+            get_role(role)
+        loaded = None if evaluator is None else get_role("evaluator").load(evaluator, "cpu")
+        self.evaluator_path = evaluator
         self.feature_inputs = FeatureInputs(loaded, evaluator, inception_weights)
         self.extractor = build_features(features, self.feature_inputs)
+        self.allow_cross_data = allow_cross_data
         self.every_n_epochs = every_n_epochs
         self.cache_dir = cache_dir
         self.settings = SweepSettings(**{"num_samples": 200, **(settings or {})})
@@ -66,20 +80,16 @@ class GuidanceSweep(pl.Callback):
         evaluator = self.feature_inputs.evaluator
         if evaluator is not None:
             evaluator.to(device)
-        classifier = guide = None
-        if self.classifier_path is not None:
-            classifier = load_component(self.classifier_path, kind="noisy_classifier", map_location=device)
-        if self.guide_path is not None:
-            guide = load_component(self.guide_path, kind="denoiser", map_location=device)
-        models = SweepModels(
-            model,
-            self.extractor,
-            classifier,
-            guide,
-            getattr(evaluator, "num_classes", None) or model.num_classes,
-            evaluator=self.feature_inputs.evaluator_features,
-        )
         datamodule = trainer.datamodule
+        models = load_models(
+            model,
+            {**self.paths, "evaluator": self.evaluator_path},
+            device,
+            denoiser_data=dict(datamodule.hparams),
+            allow_cross_data=self.allow_cross_data,
+            loaded={"evaluator": evaluator},
+            extractor=self.extractor,
+        )
         out = Path(trainer.default_root_dir) / "sweeps" / f"epoch{trainer.current_epoch:04d}"
         wandb_runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         run = wandb_runs[0] if wandb_runs and trainer.is_global_zero else None

@@ -71,7 +71,7 @@ def check_sweep_config(config: Path) -> None:
 
     args = evaluate.build_parser().parse_args(["--config", str(config), "--denoiser", "d.ckpt", "--out", "o"])
     settings = evaluate.sweep_settings(args)
-    assert all(settings.scales_for(row) for row in settings.rows())
+    assert all(plan.scales for plan in settings.plans())
 
 
 def encoder_checkpoint_for(config: Path, model_args: dict, path: Path) -> str:

@@ -202,7 +202,12 @@ def test_a_denoiser_passed_as_classifier_names_its_kind(checkpoints, tmp_path):
 def test_an_evaluator_of_another_data_set_is_refused(checkpoints, tmp_path):
     args = sweep_args(checkpoints, tmp_path / "sweep")
     args[args.index("--evaluator") + 1] = checkpoints["evaluator5"]
-    with pytest.raises(SystemExit, match="evaluator knows 5 classes but the denoiser 10"):
+    with pytest.raises(
+        SystemExit,
+        match=r"the evaluator \(.*evaluator5.ckpt\) was trained on other data than the denoiser "
+        r"\(.*denoiser.ckpt\): 5 classes vs 10; pass an evaluator trained on the denoiser's data, or "
+        "--allow_cross_data",
+    ):
         evaluate.main(args)
 
 
@@ -279,5 +284,5 @@ def test_class_accuracy_of_cascade_rows_follows_the_cascade_base_not_the_denoise
     from lightning_diffusion.sweep import SweepModels, get_sweep_method
 
     conditional, unconditional = SimpleNamespace(num_classes=10), SimpleNamespace(num_classes=None)
-    models = SweepModels(denoiser=conditional, extractor=None, cascade=unconditional)
+    models = SweepModels(conditional, None, {"cascade": unconditional})
     assert get_sweep_method("cfg").conditioned(models) and not get_sweep_method("cascade").conditioned(models)

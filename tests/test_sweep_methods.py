@@ -177,7 +177,7 @@ def test_row_options_and_sweep_wide_method_settings_combine():
         upsampler_scale=2.0,
     )
     settings.validate()
-    first, clean = (settings.method_options(row) for row in settings.rows())
+    first, clean = (plan.options for plan in settings.plans())
     assert (first.aug_level, first.upsampler_scale) == (0.2, 2.0)
     assert (clean.aug_level, clean.upsampler_scale) == (0.0, 2.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from lightning_diffusion.guidance.base import Guidance
@@ -9,22 +10,27 @@ from lightning_diffusion.guidance.modifiers import CFGRescale, DynamicThresholdi
 from lightning_diffusion.guidance.registry import GuidanceInputs, GuidanceMethod, get_method
 from lightning_diffusion.guidance.schedules import scheduled
 
+ROLE_ALIASES = {"guide_model": "guide"}  # keyword spellings of roles from before models by role
+
 
 def build_guidance(
     method: str | GuidanceMethod,
     scale: float,
     *,
-    classifier: Any = None,
-    guide_model: Any = None,
-    contrastive: Any = None,
+    models: Mapping[str, Any] | None = None,
     options: Any = None,
     interval: tuple[float, float] | None = None,
     rescale: float | None = None,
     threshold: float | None = None,
     schedule: Any = None,
+    **role_models: Any,
 ) -> Guidance:
     """The guidance ``method`` (a registered name or a ``GuidanceMethod``) at ``scale``, wrapped in the
     modifiers asked for; a modifier the method does not use, or a model it needs and lacks, is refused.
+
+    The models a method needs come by role name, in ``models`` or as keywords (``classifier=``,
+    ``guide=``, ``contrastive=``; ``guide_model=`` too); models of roles the method does not need are
+    ignored, so a caller may pass every model it has.
 
     ``options`` is the method's options dataclass instance or a mapping of its fields. ``schedule`` (a
     mapping ``{name, ...}``, see ``schedules.SCHEDULES``) varies the scale over noise levels, innermost;
@@ -35,11 +41,11 @@ def build_guidance(
     method = get_method(method) if isinstance(method, str) else method
     modifiers = {"interval": interval, "rescale": rescale, "threshold": threshold, "schedule": schedule}
     method.check_modifiers(modifiers)
-    models = {"classifier": classifier, "guide": guide_model, "contrastive": contrastive}
-    method.check_models(models)
+    given = {**(models or {}), **{ROLE_ALIASES.get(role, role): model for role, model in role_models.items()}}
+    method.check_models(given)
     if options is None or isinstance(options, dict):
         options = method.parse_options(options)
-    inputs = GuidanceInputs(scale, **{role: models[role] for role in method.needs}, options=options)
+    inputs = GuidanceInputs(scale, {role: given[role] for role in method.needs}, options)
     guidance = method.build(inputs)
     if schedule is not None:
         guidance = scheduled(guidance, schedule)

@@ -3,7 +3,10 @@
 A method's file ends with its ``register_method(GuidanceMethod(...))`` call; third-party packages add
 theirs through the ``lightning_diffusion.methods`` entry-point group, whose entries point at a
 ``GuidanceMethod`` (registered as it is) or at a module that registers its methods itself. Sweeps,
-``build_guidance`` and the command line look methods up with ``get_method``.
+``build_guidance`` and the command line look methods up with ``get_method``. A method names the extra
+models it needs by role ("classifier", "guide", "contrastive", ...) and gets them in a mapping by role:
+the roles themselves (their checkpoints, flags and compatibility rules) are registered by the sweep, in
+``sweep/roles.py``, so that adding one touches neither this file nor ``build_guidance``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,6 @@ from lightning_diffusion.guidance.base import Guidance
 ENTRY_POINT_GROUP = "lightning_diffusion.methods"
 MODIFIERS = ("interval", "schedule", "rescale", "threshold")
 PROMPTS = ("label", "caption")
-ROLES = {
-    "classifier": "a noisy classifier: pass --classifier PATH (a noisy_classifier checkpoint)",
-    "guide": "a guide model: pass --guide PATH (a smaller or less-trained denoiser checkpoint)",
-    "contrastive": "a noise-aware contrastive encoder: pass --contrastive PATH (a contrastive_encoder "
-    "checkpoint)",
-}
 
 _methods: dict[str, GuidanceMethod] = {}
 _discovered = False
@@ -34,21 +31,26 @@ _discovered = False
 
 @dataclass(frozen=True)
 class GuidanceInputs:
-    """What ``GuidanceMethod.build`` gets: the scale, the models of the roles the method ``needs``
-    (None for the others) and its ``options`` (an instance of the method's options dataclass, or None)."""
+    """What ``GuidanceMethod.build`` gets: the scale, ``models`` (the models of the roles the method
+    ``needs``, by role name; read as ``inputs.models["guide"]`` or ``inputs.guide``) and its ``options``
+    (an instance of the method's options dataclass, or None)."""
 
     scale: float
-    classifier: Any = None
-    guide: Any = None
-    contrastive: Any = None
+    models: Mapping[str, Any] = field(default_factory=dict)
     options: Any = None
+
+    def __getattr__(self, role: str) -> Any:
+        models = self.__dict__.get("models", {})
+        if role in models:
+            return models[role]
+        raise AttributeError(f"GuidanceInputs has no field or model role {role!r}")
 
 
 @dataclass(frozen=True)
 class GuidanceMethod:
     """One guidance method and what it asks of a sweep.
 
-    ``build(inputs)`` makes its ``Guidance``; ``needs`` names the extra models (``ROLES``); ``options``
+    ``build(inputs)`` makes its ``Guidance``; ``needs`` names the roles of the extra models; ``options``
     is the dataclass of its own settings (None: it has none); ``prompts`` what it can guide towards;
     ``follows_condition`` whether samples follow their condition even with an unconditional denoiser
     (gradient guidance); ``conditional_denoiser`` whether it needs a denoiser that takes the condition
@@ -72,13 +74,15 @@ class GuidanceMethod:
     refusals: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown_roles = sorted(set(self.needs) - set(ROLES))
         unknown_modifiers = sorted((set(self.modifiers) | set(self.required)) - set(MODIFIERS))
-        if unknown_roles or unknown_modifiers or not set(self.prompts) <= set(PROMPTS):
+        if unknown_modifiers or not set(self.prompts) <= set(PROMPTS):
             raise ConfigError(
-                f"guidance method {self.name!r} declares unknown roles {unknown_roles}, modifiers "
-                f"{unknown_modifiers} or prompts {self.prompts}; the roles are {list(ROLES)}, the modifiers "
-                f"{list(MODIFIERS)}, the prompts {list(PROMPTS)}."
+                f"guidance method {self.name!r} declares unknown modifiers {unknown_modifiers} or prompts "
+                f"{self.prompts}; the modifiers are {list(MODIFIERS)}, the prompts {list(PROMPTS)}."
+            )
+        if isinstance(self.needs, str) or not all(isinstance(role, str) for role in self.needs):
+            raise ConfigError(
+                f"guidance method {self.name!r}: needs is a tuple of model role names, got {self.needs!r}."
             )
         if self.options is not None and not dataclasses.is_dataclass(self.options):
             raise ConfigError(f"guidance method {self.name!r}: options must be a dataclass type.")
@@ -110,7 +114,10 @@ class GuidanceMethod:
         """Refuse building without a model the method needs, saying how to pass it."""
         for role in self.needs:
             if available.get(role) is None:
-                raise ConfigError(f"guidance method {self.name} needs {ROLES[role]}.")
+                raise ConfigError(
+                    f"guidance method {self.name} needs a model in the role {role!r}: pass it, e.g. "
+                    f"build_guidance({self.name!r}, scale, {role}=MODEL) (in a sweep: --{role} PATH)."
+                )
 
 
 def register_method(method: GuidanceMethod) -> GuidanceMethod:

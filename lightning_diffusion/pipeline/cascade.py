@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_diffusion.compatibility import Trained, check_together, recorded_data
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.components.upsampler import Upsampler
 from lightning_diffusion.config import ConfigError
@@ -98,6 +99,18 @@ def _check_stages(stages: Sequence[CascadeStage]) -> None:
             )
 
 
+def check_stage_data(
+    models: Sequence[nn.Module], paths: Sequence[str | Path], allow_cross_data: bool
+) -> None:
+    """Refuse an upsampler trained on another data set, other classes or another caption vocabulary than
+    the base stage (their image sizes chain by construction, checked with the stages)."""
+    base = Trained(f"the base stage ({paths[0]})", models[0], recorded_data(paths[0]))
+    for index, (model, path) in enumerate(zip(models[1:], paths[1:], strict=True), start=1):
+        stage = Trained(f"cascade stage {index} ({path})", model, recorded_data(path))
+        fix = "chain stages trained on the same data (or allow_cross_data to mix them on purpose)."
+        check_together(stage, base, ("classes", "vocabulary", "source"), fix, allow_cross_data)
+
+
 def _per_stage(value: Any, count: int, name: str) -> list[Any]:
     """``value`` repeated ``count`` times, or the ``count`` values of a list."""
     if not isinstance(value, (list, tuple)):
@@ -127,8 +140,11 @@ class Cascade:
         guidance_scale: float | Sequence[float] = 1.0,
         aug_level: float | Sequence[float] = 0.0,
         map_location: torch.device | str = "cpu",
+        allow_cross_data: bool = False,
     ) -> Cascade:
-        """Load stage 0 as a ``denoiser`` checkpoint and the others as ``upsampler`` checkpoints.
+        """Load stage 0 as a ``denoiser`` checkpoint and the others as ``upsampler`` checkpoints; every
+        upsampler must have been trained on the base's data set, classes and caption vocabulary (unless
+        ``allow_cross_data``).
 
         Each setting is one value for every stage or a list with one per stage; ``aug_level`` is one
         value or one per upsampler (the base stage takes none)."""
@@ -139,6 +155,7 @@ class Cascade:
             load_component(path, kind="denoiser" if index == 0 else "upsampler", map_location=map_location)
             for index, path in enumerate(paths)
         ]
+        check_stage_data(models, paths, allow_cross_data)
         levels = [0.0, *_per_stage(aug_level, count - 1, "aug_level")]
         settings = zip(
             models,

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lightning_diffusion.compatibility import Trained, check_together, recorded_data
 from lightning_diffusion.components.base import same_weights
 from lightning_diffusion.components.prior import Prior, check_candidates
 from lightning_diffusion.components.unclip_decoder import UnclipDecoder
@@ -84,16 +85,32 @@ class Unclip:
 
     @classmethod
     def from_checkpoints(
-        cls, paths: Sequence[str | Path], map_location: torch.device | str = "cpu"
+        cls,
+        paths: Sequence[str | Path],
+        map_location: torch.device | str = "cpu",
+        allow_cross_data: bool = False,
     ) -> Unclip:
-        """Load a ``prior`` checkpoint, then the decoder (a ``denoiser``) and any upsamplers."""
+        """Load a ``prior`` checkpoint, then the decoder (a ``denoiser``) and any upsamplers; the decoder
+        must have been trained on the prior's images, data set and caption vocabulary (unless
+        ``allow_cross_data``)."""
         if len(paths) < 2:
             raise ConfigError(
                 f"the unCLIP chain got {len(paths)} checkpoint(s); give the prior's, then the decoder's "
                 "(then any upsamplers')."
             )
         prior = load_component(paths[0], kind="prior", map_location=map_location)
-        return cls(PriorStage(prior), Cascade.from_checkpoints(paths[1:], map_location=map_location))
+        cascade = Cascade.from_checkpoints(
+            paths[1:], map_location=map_location, allow_cross_data=allow_cross_data
+        )
+        check_together(
+            Trained(f"the unCLIP decoder ({paths[1]})", cascade.stages[0].model, recorded_data(paths[1])),
+            Trained(f"the prior ({paths[0]})", prior, recorded_data(paths[0])),
+            ("image", "vocabulary", "source"),
+            "use a prior and a decoder trained on the same data (or allow_cross_data to mix them on "
+            "purpose).",
+            allow_cross_data,
+        )
+        return cls(PriorStage(prior), cascade)
 
     @property
     def image_shape(self) -> tuple[int, ...]:

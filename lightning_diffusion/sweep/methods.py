@@ -3,9 +3,9 @@
 Every registered guidance method is a sweep method (``GuidedMethod``, the denoiser guided by it); the
 chained methods ``cascade`` (base denoiser + upsamplers, the row's scale being the base stage's CFG
 scale) and ``unclip`` (prior + unCLIP decoder, the row's scale being the decoder's CFG scale) register
-here. A sweep method declares the models it needs, the prompts it can follow, whether its samples follow
-their condition, its options and modifiers, and builds a row's sampler; the sweep checks all of it
-before the first sample is drawn.
+here. A sweep method declares the model roles it needs, the prompts it can follow, whether its samples
+follow their condition, its options and modifiers, and builds a row's sampler from the row's plan (never
+from the settings); the sweep checks all of it before the first sample is drawn.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from lightning_diffusion.pipeline import Cascade, Unclip
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sampling import CountingModel, generate
 from lightning_diffusion.sweep.prompts import Prompts
+from lightning_diffusion.sweep.roles import check_roles, get_role
 
 if TYPE_CHECKING:
+    from lightning_diffusion.diffusion import SamplerSpec
     from lightning_diffusion.sweep.models import SweepModels
-    from lightning_diffusion.sweep.settings import MethodRow, SweepSettings
+    from lightning_diffusion.sweep.plans import RowPlan
 
 SampleBatch = Callable[[Sequence[torch.Generator], dict[str, Any]], Tensor]
 PROMPT_NAMES = {"label": "class labels", "caption": "captions"}
@@ -46,7 +48,7 @@ class RowSampler:
 
 
 class SweepMethod(ABC):
-    """One kind of sweep row. ``needs`` names ``SweepModels`` fields it cannot run without, ``prompts``
+    """One kind of sweep row. ``needs`` names the model roles it cannot run without, ``prompts``
     what it can follow ("label", "caption"), ``options`` the dataclass of its options (or None),
     ``modifiers`` the shared modifiers it accepts and ``required`` those it cannot run without."""
 
@@ -69,8 +71,8 @@ class SweepMethod(ABC):
     def check_modifiers(self, given: Mapping[str, Any]) -> None:
         """Refuse a modifier the method does not use, or the lack of one it requires."""
 
-    def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
-        """Refuse a sweep in which this method cannot run: a missing model or prompts it cannot follow."""
+    def check(self, models: SweepModels, plan: RowPlan, prompts: Prompts) -> None:
+        """Refuse a row in which this method cannot run: prompts it cannot follow or a missing model."""
         kind = "caption" if prompts.text else "label"
         if kind not in self.prompts:
             takers = [name for name in sweep_method_names() if kind in get_sweep_method(name).prompts]
@@ -78,15 +80,16 @@ class SweepMethod(ABC):
                 f"method {self.name} guides towards {PROMPT_NAMES[self.prompts[0]]} only, and this sweep "
                 f"samples {PROMPT_NAMES[kind]}; with {PROMPT_NAMES[kind]} use one of: {', '.join(takers)}."
             )
+        for role in self.needs:
+            if models.get(role) is None:
+                raise ConfigError(get_role(role).missing(self.name))
 
     @abstractmethod
     def conditioned(self, models: SweepModels) -> bool:
         """Whether samples follow their label or caption (so class accuracy means something)."""
 
     @abstractmethod
-    def sampler(
-        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
-    ) -> RowSampler:
+    def sampler(self, models: SweepModels, plan: RowPlan, scale: float) -> RowSampler:
         """The row's sampler at ``scale``."""
 
 
@@ -94,6 +97,7 @@ class GuidedMethod(SweepMethod):
     """A registered guidance method on the sweep's denoiser."""
 
     def __init__(self, method: GuidanceMethod) -> None:
+        check_roles(f"guidance method {method.name}", method.needs)
         self.method = method
         self.name, self.needs, self.prompts = method.name, method.needs, method.prompts
         self.options, self.modifiers, self.required = method.options, method.modifiers, method.required
@@ -104,14 +108,13 @@ class GuidedMethod(SweepMethod):
     def check_modifiers(self, given: Mapping[str, Any]) -> None:
         self.method.check_modifiers(given)
 
-    def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
-        super().check(models, settings, prompts)
+    def check(self, models: SweepModels, plan: RowPlan, prompts: Prompts) -> None:
+        super().check(models, plan, prompts)
         if self.method.composes and prompts.parts is None:
             raise ConfigError(
                 f"{self.name} composes several weighted captions per sample: sample composed prompts, e.g. "
                 "--compose and (or not) on Shapes data."
             )
-        self.method.check_models({role: getattr(models, role) for role in self.needs})
         denoiser = models.denoiser
         if self.method.conditional_denoiser:
             if prompts.text and not _takes_text(denoiser):
@@ -124,10 +127,10 @@ class GuidedMethod(SweepMethod):
                     f"{self.name} needs a class-conditional denoiser, and this one is unconditional; use "
                     "classifier with --classifier PATH, or a conditional denoiser."
                 )
-        if self.method.renoises and not settings.sampler.solver.renoises:
+        if self.method.renoises and not plan.sampler.solver.renoises:
             raise ConfigError(
                 f"{self.name} renoises with another estimate than it steps to, which the "
-                f"{settings.sampler.name} sampler cannot do; use a sampler that can (e.g. ddim)."
+                f"{plan.sampler.name} sampler cannot do; use a sampler that can (e.g. ddim)."
             )
 
     def conditioned(self, models: SweepModels) -> bool:
@@ -137,26 +140,24 @@ class GuidedMethod(SweepMethod):
             or _takes_text(models.denoiser)
         )
 
-    def sampler(
-        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
-    ) -> RowSampler:
-        counted = CountingModel(models.denoiser)
-        guide = CountingModel(models.guide) if models.guide is not None else None
-        guidance = build_guidance(
-            self.method,
-            scale,
-            classifier=models.classifier,
-            guide_model=guide,
-            contrastive=models.contrastive,
-            options=settings.method_options(row),
-            **row.modifiers,
-        )
+    def sampler(self, models: SweepModels, plan: RowPlan, scale: float) -> RowSampler:
+        """The guided denoiser at ``scale``; NFE counts the denoiser's rows and those of every role whose
+        network evaluations count (the guide of autoguidance)."""
+        counted = [CountingModel(models.denoiser)]
+        extra = {}
+        for role in self.needs:
+            model = models[role]
+            if get_role(role).counted:
+                model = CountingModel(model)
+                counted.append(model)
+            extra[role] = model
+        guidance = build_guidance(self.method, scale, models=extra, options=plan.options, **plan.modifiers)
         guidance.check_model(models.denoiser)
 
         def sample_batch(generators: Sequence[torch.Generator], cond: dict[str, Any]) -> Tensor:
-            return generate(counted, guidance, generators, cond, settings.sampler)
+            return generate(counted[0], guidance, generators, cond, plan.sampler)
 
-        return RowSampler(sample_batch, lambda: counted.rows + (guide.rows if guide is not None else 0))
+        return RowSampler(sample_batch, lambda: sum(model.rows for model in counted))
 
 
 def _takes_text(denoiser: Any) -> bool:
@@ -197,8 +198,6 @@ class ChainedMethod(SweepMethod):
     """A method sampling through a chain of stages, each with its own classifier-free guidance: the
     shared modifiers do not apply to it."""
 
-    option: str  # how to pass the chain on the command line
-
     def check_modifiers(self, given: Mapping[str, Any]) -> None:
         for modifier, value in given.items():
             if value is not None:
@@ -207,56 +206,38 @@ class ChainedMethod(SweepMethod):
                     "classifier-free guidance (the row's scale sets one stage's); remove it from its rows."
                 )
 
-    def check(self, models: SweepModels, settings: SweepSettings, prompts: Prompts) -> None:
-        super().check(models, settings, prompts)
-        chain = getattr(models, self.needs[0])
-        if chain is None:
-            raise ConfigError(f"method {self.name} needs its stages: pass {self.option}.")
-        if tuple(chain.image_shape) != tuple(models.denoiser.image_shape):
-            raise ConfigError(
-                f"the {self.name} stages make images of shape {tuple(chain.image_shape)} but the denoiser "
-                f"{tuple(models.denoiser.image_shape)}; metrics compare both at one resolution, so pass a "
-                "denoiser trained at the final resolution of the stages."
-            )
-
 
 class CascadeMethod(ChainedMethod):
     name, needs, prompts, options = "cascade", ("cascade",), ("label",), CascadeOptions
-    option = "--cascade '[BASE.ckpt, UPSAMPLER.ckpt]'"
 
     def conditioned(self, models: SweepModels) -> bool:
-        return models.cascade.num_classes is not None
+        return models["cascade"].num_classes is not None
 
-    def sampler(
-        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
-    ) -> RowSampler:
-        options = settings.method_options(row)
+    def sampler(self, models: SweepModels, plan: RowPlan, scale: float) -> RowSampler:
+        options = plan.options
         cascade = configured_cascade(
-            models.cascade, settings, scale, options.aug_level, options.upsampler_scale
+            models["cascade"], plan.sampler, scale, options.aug_level, options.upsampler_scale
         )
         return RowSampler(cascade.generate, lambda: cascade.rows)
 
 
 class UnclipMethod(ChainedMethod):
     name, needs, prompts, options = "unclip", ("unclip",), ("caption",), UnclipOptions
-    option = "--unclip '[PRIOR.ckpt, DECODER.ckpt(, UPSAMPLER.ckpt)]'"
 
     def conditioned(self, models: SweepModels) -> bool:
         return True
 
-    def sampler(
-        self, models: SweepModels, settings: SweepSettings, row: MethodRow, scale: float
-    ) -> RowSampler:
+    def sampler(self, models: SweepModels, plan: RowPlan, scale: float) -> RowSampler:
         """The unCLIP chain with its decoder at ``scale``; NFE counts image rows only (the prior's are
         embedding vectors)."""
-        options = settings.method_options(row)
+        options, unclip = plan.options, models["unclip"]
         prior = replace(
-            models.unclip.prior,
+            unclip.prior,
             guidance_scale=options.prior_scale,
             candidates=options.prior_candidates,
-            sampler=settings.sampler,
+            sampler=plan.sampler,
         )
-        cascade = configured_cascade(models.unclip.cascade, settings, scale, 0.0, options.upsampler_scale)
+        cascade = configured_cascade(unclip.cascade, plan.sampler, scale, 0.0, options.upsampler_scale)
         decoder = replace(
             cascade.stages[0], method=options.decoder_method, method_options=options.decoder_options
         )
@@ -265,15 +246,15 @@ class UnclipMethod(ChainedMethod):
 
 
 def configured_cascade(
-    cascade: Cascade, settings: SweepSettings, scale: float, aug_level: float, upsampler_scale: float
+    cascade: Cascade, sampler: SamplerSpec, scale: float, aug_level: float, upsampler_scale: float
 ) -> Cascade:
-    """``cascade`` sampled with the sweep's sampler, its base stage at CFG ``scale`` and its upsamplers at
-    ``upsampler_scale`` and ``aug_level``."""
+    """``cascade`` sampled with the row's ``sampler``, its base stage at CFG ``scale`` and its upsamplers
+    at ``upsampler_scale`` and ``aug_level``."""
     return Cascade(
         [
             replace(
                 stage,
-                sampler=settings.sampler,
+                sampler=sampler,
                 guidance_scale=scale if index == 0 else upsampler_scale,
                 aug_level=0.0 if index == 0 else aug_level,
             )

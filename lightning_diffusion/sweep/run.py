@@ -96,15 +96,16 @@ def run_sweep(
     """
     settings.validate()
     prompts = prompts or Prompts(num_classes=models.num_classes)
-    check_compatible(models, settings, prompts)
+    plans = settings.plans()
+    check_compatible(models, plans, prompts)
     out = Path(out)
     rows = distributed.broadcast_object(outputs.read_rows(out))
     done = {(row["method"], float(row["scale"])) for row in rows}
     planned = [
-        (row.label, row.sweep_method, float(scale), row.sweep_method.sampler(models, settings, row, scale))
-        for row in settings.rows()
-        for scale in settings.scales_for(row)
-        if (row.label, float(scale)) not in done
+        (plan.label, plan.method, scale, plan.method.sampler(models, plan, scale))
+        for plan in plans
+        for scale in plan.scales
+        if (plan.label, scale) not in done
     ]
     denoiser = models.denoiser
     device = next(denoiser.parameters()).device

@@ -1,14 +1,17 @@
-"""What a sweep runs (``SweepSettings``) and its rows (``MethodRow``), validated before anything is loaded.
+"""What a sweep runs (``SweepSettings``), validated before anything is loaded, and resolved once into a
+plan per row (``RowPlan``) that the methods and the run loop read.
 
 A sweep's ``methods`` list holds registered method names, or mappings describing a row of its own
 (``{method: cfg, label: cfg_rescaled, options: {...}, rescale: 0.7}``). A setting given but used by no
-row is refused with the reason, never ignored: settings left unset are None.
+row is refused with the reason, never ignored: settings left unset are None. ``without_unused`` drops
+such values where they came from a config file the command line narrowed (the user did not type them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,34 +19,12 @@ from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.diffusion import SamplerSpec
 from lightning_diffusion.resampling import check_aug_level
-from lightning_diffusion.sweep.methods import SweepMethod, get_sweep_method, methods_taking
+from lightning_diffusion.sweep.methods import get_sweep_method, methods_taking
+from lightning_diffusion.sweep.plans import RowPlan
 
 ROW_MODIFIERS = ("interval", "rescale", "threshold", "schedule")
 ROW_FIELDS = ("method", "label", "options", *ROW_MODIFIERS)
 METHOD_SETTINGS = ("aug_level", "upsampler_scale", "prior_scale", "prior_candidates")
-
-
-@dataclass(frozen=True)
-class MethodRow:
-    """One method of a sweep: its ``label`` in sweep.json (default: the method's name), the registered
-    ``method``, its ``options`` (a mapping of the method's option fields) and the shared modifiers."""
-
-    label: str
-    method: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    interval: tuple[float, float] | None = None
-    rescale: float | None = None
-    threshold: float | None = None
-    schedule: Any = None
-
-    @property
-    def sweep_method(self) -> SweepMethod:
-        return get_sweep_method(self.method)
-
-    @property
-    def modifiers(self) -> dict[str, Any]:
-        """The shared modifiers of the row by name (None where not given)."""
-        return {name: getattr(self, name) for name in ROW_MODIFIERS}
 
 
 @dataclass
@@ -79,76 +60,76 @@ class SweepSettings:
     def __post_init__(self) -> None:
         self.sampler = SamplerSpec.of(self.sampler)
 
-    def rows(self) -> list[MethodRow]:
-        """The sweep's rows, each with the sweep-wide modifiers it uses filled in."""
-        return [self._row(entry) for entry in self.methods]
+    def plans(self) -> list[RowPlan]:
+        """The sweep's rows resolved: method, parsed options, modifiers (the sweep-wide ones it uses filled
+        in), scales and sampler; a row's unknown key, option or modifier is refused."""
+        return [self._plan(entry) for entry in self.methods]
 
-    def _row(self, entry: str | Mapping[str, Any]) -> MethodRow:
-        if isinstance(entry, str):
-            entry = {"method": entry}
-        if not isinstance(entry, Mapping) or "method" not in entry:
-            raise ConfigError(
-                f"a sweep method is a registered name or a mapping with a 'method' key, got {entry!r}."
-            )
-        unknown = sorted(set(entry) - set(ROW_FIELDS))
-        if unknown:
-            raise ConfigError(
-                f"sweep row {entry['method']!r} has unknown key(s) {unknown}"
-                f"{did_you_mean(unknown[0], ROW_FIELDS)}; a row takes: {', '.join(ROW_FIELDS)}."
-            )
+    def _plan(self, entry: str | Mapping[str, Any]) -> RowPlan:
+        entry = _row_entry(entry)
         method = get_sweep_method(entry["method"])
         interval = entry.get("interval")
         if interval is None and "interval" in method.required:
             interval = self.interval
-        return MethodRow(
-            label=str(entry.get("label", entry["method"])),
-            method=entry["method"],
-            options=dict(entry.get("options") or {}),
-            interval=None if interval is None else _interval(interval),
-            rescale=entry.get("rescale", self.rescale),
-            threshold=entry.get("threshold", self.threshold),
-            schedule=entry.get("schedule"),
-        )
-
-    def scales_for(self, row: MethodRow | str) -> list[float]:
-        """The scales of one row: ``scales`` is one list for all rows or a mapping by label or method."""
-        if not isinstance(self.scales, dict):
-            return list(self.scales)
-        if isinstance(row, str):
-            return list(self.scales.get(row, []))
-        return list(self.scales.get(row.label, self.scales.get(row.method, [])))
-
-    def method_options(self, row: MethodRow) -> Any:
-        """The row's method options: the row's own, the sweep-wide method settings for the rest."""
-        method = row.sweep_method
+        modifiers = {
+            "interval": None if interval is None else _interval(interval),
+            "rescale": entry.get("rescale", self.rescale),
+            "threshold": entry.get("threshold", self.threshold),
+            "schedule": entry.get("schedule"),
+        }
+        method.check_modifiers(modifiers)
+        label = str(entry.get("label", entry["method"]))
         defaults = {
             name: getattr(self, name)
             for name in method.option_names
             if name in METHOD_SETTINGS and getattr(self, name) is not None
         }
-        return method.parse_options({**defaults, **row.options})
+        return RowPlan(
+            label=label,
+            method=method,
+            options=method.parse_options({**defaults, **(entry.get("options") or {})}),
+            modifiers=modifiers,
+            scales=tuple(float(scale) for scale in self._scales(label, entry["method"])),
+            sampler=self.sampler,
+        )
+
+    def _scales(self, label: str, method: str) -> list[float]:
+        """``scales`` is one list for all rows or a mapping by label (or method name)."""
+        if not isinstance(self.scales, dict):
+            return list(self.scales)
+        return list(self.scales.get(label, self.scales.get(method, [])))
 
     def validate(self) -> None:
         """Refuse settings that cannot make a sweep, or that no row would use, with the fix."""
         self._check_numbers()
-        rows = self.rows()
-        labels = [row.label for row in rows]
+        plans = self.plans()
+        labels = [plan.label for plan in plans]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ConfigError(
                 f"two sweep rows are labelled {duplicates}; give each variant its own label "
                 "({method: cfg, label: cfg_rescaled, ...})."
             )
-        for row in rows:
-            method = row.sweep_method
-            method.check_modifiers(row.modifiers)
-            self.method_options(row)
-            if not self.scales_for(row):
+        for plan in plans:
+            if not plan.scales:
                 raise ConfigError(
-                    f"the list of guidance scales for {row.label!r} is empty; give at least one, "
+                    f"the list of guidance scales for {plan.label!r} is empty; give at least one, "
                     "e.g. --scales '[0,1,3]'."
                 )
-        self._check_used(rows)
+        unused = self._unused(plans)
+        if unused:
+            raise ConfigError(next(iter(unused.values())))
+
+    def without_unused(self, typed: Collection[str]) -> SweepSettings:
+        """A copy without the sweep-wide values that no row uses, except those named in ``typed`` (what the
+        user typed, refused by ``validate`` as ever): a shipped config narrowed on the command line to fewer
+        rows keeps working; its per-row scales are a lookup, entries for absent rows go quietly."""
+        plans = self.plans()
+        dropped = {name: None for name in self._unused(plans) if name not in typed}
+        if "scales" in dropped:
+            named = {plan.label for plan in plans} | {plan.method.name for plan in plans}
+            dropped["scales"] = {key: value for key, value in self.scales.items() if key in named}
+        return dataclasses.replace(self, **dropped)
 
     def _check_numbers(self) -> None:
         if not self.methods:
@@ -174,33 +155,58 @@ class SweepSettings:
         if self.prior_candidates is not None:
             check_candidates(self.prior_candidates)
 
-    def _check_used(self, rows: list[MethodRow]) -> None:
-        """Refuse a sweep-wide setting that no row uses (or, for rescale and threshold, that some row
-        cannot use), and scales of a label that names no row."""
-        if self.interval is not None and not any("interval" in row.sweep_method.required for row in rows):
-            raise ConfigError(
+    def _unused(self, plans: list[RowPlan]) -> dict[str, str]:
+        """Each sweep-wide setting that no row uses, with the reason to refuse it: the interval without an
+        ``*_interval`` row, a method setting without a row of a method taking it, and scales of a label
+        that names no row."""
+        unused = {}
+        if self.interval is not None and not any("interval" in plan.method.required for plan in plans):
+            unused["interval"] = (
                 "--interval is the guidance interval of the *_interval methods, and no row is one; "
                 "add e.g. cfg_interval, give a row its own interval ({method: cfg, interval: [..]}), or "
                 "remove it."
             )
+        entries = [_row_entry(entry) for entry in self.methods]
         for name in METHOD_SETTINGS:
             if getattr(self, name) is None:
                 continue
-            users = [row for row in rows if name in row.sweep_method.option_names and name not in row.options]
+            users = [
+                plan
+                for plan, entry in zip(plans, entries, strict=True)
+                if name in plan.method.option_names and name not in (entry.get("options") or {})
+            ]
             if not users:
                 takers = ", ".join(methods_taking(name)) or "none"
-                raise ConfigError(
+                unused[name] = (
                     f"{name} is a setting of the methods {takers}, and no row of this sweep uses it; "
                     "add such a method or remove it."
                 )
         if isinstance(self.scales, dict):
-            named = {row.label for row in rows} | {row.method for row in rows}
+            named = {plan.label for plan in plans} | {plan.method.name for plan in plans}
             stray = sorted(set(self.scales) - named)
             if stray:
-                raise ConfigError(
+                unused["scales"] = (
                     f"scales are given for {stray}{did_you_mean(stray[0], named)}, which no row of "
-                    f"this sweep is called; the rows are: {', '.join(row.label for row in rows)}."
+                    f"this sweep is called; the rows are: {', '.join(plan.label for plan in plans)}."
                 )
+        return unused
+
+
+def _row_entry(entry: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A row of ``methods`` as a mapping with a 'method' key and only the known keys."""
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry, Mapping) or "method" not in entry:
+        raise ConfigError(
+            f"a sweep method is a registered name or a mapping with a 'method' key, got {entry!r}."
+        )
+    unknown = sorted(set(entry) - set(ROW_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"sweep row {entry['method']!r} has unknown key(s) {unknown}"
+            f"{did_you_mean(unknown[0], ROW_FIELDS)}; a row takes: {', '.join(ROW_FIELDS)}."
+        )
+    return entry
 
 
 def _interval(value: Any) -> tuple[float, float]:

@@ -1,0 +1,42 @@
+"""Row plans: each sweep row resolved once from the settings, so that methods never read the settings.
+
+A plan holds what one row runs: its label, its sweep method with the method's parsed options, the shared
+modifiers (interval, rescale, threshold, schedule), its guidance scales and the sampler spec. The roles
+of the models it uses and the prompts it can follow come with its method. A new sweep axis (seed sets,
+EMA length) is a field here, not a new argument threaded through the run loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lightning_diffusion.diffusion import SamplerSpec
+
+if TYPE_CHECKING:
+    from lightning_diffusion.sweep.methods import SweepMethod
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """One sweep row: ``label`` (its name in sweep.json), ``method`` (the sweep method), ``options`` (an
+    instance of the method's options dataclass, or None), ``modifiers`` by name (None where not given),
+    ``scales`` and ``sampler``."""
+
+    label: str
+    method: SweepMethod
+    options: Any
+    modifiers: Mapping[str, Any]
+    scales: tuple[float, ...]
+    sampler: SamplerSpec
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The model roles the row uses besides the denoiser (e.g. ``("classifier",)``)."""
+        return self.method.needs
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """What the row can guide towards: "label", "caption" or both."""
+        return self.method.prompts
