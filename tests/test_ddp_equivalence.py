@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from test_contrastive import tiny_contrastive_encoder
-from test_sweep import METRICS, save_component, tiny_evaluator
+from test_sweep import save_component, tiny_evaluator
 from tiny import REPO
 
+from lightning_diffusion.metrics import METRIC_KEYS
 from lightning_diffusion.sweep import read_rows
 
 GRADIENT_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}  # float32 sums in another order
@@ -110,11 +111,15 @@ def test_prior_trains_the_same_under_ddp(runs):
 
 
 def test_guidance_sweep_callback_writes_the_same_rows_under_ddp(runs):
-    """The callback inside Trainer.fit: 11 samples sharded over 2 ranks, metrics reduced over both."""
+    """The callback inside Trainer.fit: 11 samples sharded over 2 ranks, every registered metric (and the
+    non-finite count) reduced over both."""
     one, two = (read_rows(runs[devices] / "sweeps" / "epoch0000") for devices in (1, 2))
     assert [(row["method"], row["scale"]) for row in one] == [("cfg", 0.0), ("cfg", 2.0)]
     assert len(two) == len(one)
     for row_one, row_two in zip(one, two, strict=True):
         assert (row_one["method"], row_one["scale"]) == (row_two["method"], row_two["scale"])
-        for key in METRICS:
-            assert row_two[key] == pytest.approx(row_one[key], abs=1e-6, rel=1e-6), key
+        for key in (*METRIC_KEYS, "nfe"):
+            if row_one[key] is None:  # not measured (CLIP score of label rows): not on two ranks either
+                assert row_two[key] is None, key
+            else:
+                assert row_two[key] == pytest.approx(row_one[key], abs=1e-6, rel=1e-6), key
