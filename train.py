@@ -19,6 +19,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from callbacks.budget import TrainingBudget
 from callbacks.finite_loss import FiniteLossGuard
 from lightning_diffusion.checkpoint_io import use_safe_checkpoint_io
 from lightning_diffusion.components import Component
@@ -26,6 +27,7 @@ from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.data import DiffusionDataModule
 from lightning_diffusion.data.sources import DataSource
 from lightning_diffusion.registry import check_component_name, discover, read_checkpoint
+from lightning_diffusion.trainer import Trainer as DiffusionTrainer
 
 
 def checkpoint_dir(default_root_dir: str | None) -> str:
@@ -51,12 +53,14 @@ class RunCheckpoint(ModelCheckpoint):
 
 class DiffusionCLI(LightningCLI):
     """LightningCLI with a checkpoint callback under the run folder that always keeps ``last.ckpt``, a
-    guard stopping a run whose loss turns non-finite, and checkpoints written atomically and read back
-    without unpickling code (``SafeCheckpointIO``)."""
+    guard stopping a run whose loss turns non-finite, a report of the steps a time budget bought
+    (``budget``), ``trainer.precision: auto`` (bf16 where the hardware computes it), and checkpoints
+    written atomically and read back without unpickling code (``SafeCheckpointIO``)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss")
+        parser.add_lightning_class_args(TrainingBudget, "budget")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -164,6 +168,7 @@ def main(args: list[str] | None = None, run: bool = True) -> DiffusionCLI:
             DiffusionDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            trainer_class=DiffusionTrainer,
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
