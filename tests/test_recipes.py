@@ -183,7 +183,8 @@ SWEEPS = {
 }
 
 
-@pytest.mark.parametrize("data", sorted(SWEEPS))
+# ImageNet-64's sweep runs the same code at 64x64 (45 s): its config is parsed by the fast test above.
+@pytest.mark.parametrize("data", ["cifar10", pytest.param("imagenet64", marks=pytest.mark.slow)])
 def test_recipe_sweep_runs_sixteen_inception_samples_on_a_stand_in(data, cifar_dir, imagenet_root, tmp_path):
     """The recipe's own sweep config (Inception features, training-split reference) on a two-step model,
     with only N, the steps and the scales cut down: rows complete, class accuracy null (no evaluator)."""
