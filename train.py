@@ -11,10 +11,10 @@ Checkpoints go to ``<trainer.default_root_dir>/checkpoints/`` (with ``last.ckpt`
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -23,11 +23,12 @@ from callbacks.budget import TrainingBudget
 from callbacks.finite_loss import FiniteLossGuard
 from lightning_diffusion.checkpoint_io import use_safe_checkpoint_io
 from lightning_diffusion.components import Component
-from lightning_diffusion.config import ConfigError, did_you_mean
+from lightning_diffusion.config import ConfigError, did_you_mean, read_config
 from lightning_diffusion.data import DiffusionDataModule
 from lightning_diffusion.data.sources import DataSource
 from lightning_diffusion.registry import check_component_name, discover, read_checkpoint
 from lightning_diffusion.trainer import Trainer as DiffusionTrainer
+from lightning_diffusion.run_lock import ON_BUSY, run_lock
 
 
 def checkpoint_dir(default_root_dir: str | None) -> str:
@@ -70,6 +71,13 @@ class DiffusionCLI(LightningCLI):
             }
         )
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
+        parser.add_argument(
+            "--on_busy",
+            type=str,
+            choices=ON_BUSY,
+            default="fail",
+            help="fit, when another run holds trainer.default_root_dir: wait for it to end, or fail at once",
+        )
 
     def _parse_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last`` to the run's ``last.ckpt``, so that, as for an explicit path, the
@@ -92,6 +100,22 @@ class DiffusionCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         use_safe_checkpoint_io(trainer)
         return trainer
+
+    def before_fit(self) -> None:
+        """Hold the run folder while fitting: one training per ``default_root_dir`` (its global rank 0,
+        before the other ranks start; the lock is freed when the process ends, however it ends)."""
+        self.folder_lock = ExitStack()
+        self.folder_lock.enter_context(
+            run_lock(
+                self.trainer.default_root_dir,
+                self.config[self.subcommand].on_busy,
+                option="--trainer.default_root_dir",
+                take=self.trainer.global_rank == 0,
+            )
+        )
+
+    def after_fit(self) -> None:
+        self.folder_lock.close()
 
 
 class ConfiguredNames(NamedTuple):
@@ -136,15 +160,7 @@ def configured_names(args: list[str]) -> ConfiguredNames:
         elif option in ("--data.init_args.source", "--data.init_args.source.class_path") and value:
             sources.append(value)
         elif option == "--config" and is_file:
-            try:
-                content = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, yaml.YAMLError) as error:
-                reason = str(error).splitlines()[0]
-                raise ConfigError(
-                    f"cannot read the config {value!r} as YAML ({reason}); pass a YAML file such as "
-                    "configs/digits/denoiser.yaml."
-                ) from None
-            content = content if isinstance(content, dict) else {}
+            content = read_config(value)
             models.append(_class_path(content.get("model")))
             data = content.get("data")
             init_args = data.get("init_args") if isinstance(data, dict) else None

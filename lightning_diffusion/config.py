@@ -9,10 +9,12 @@ holds its network's spec; ``instantiate`` turns a spec back into the object.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import importlib
 import inspect
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,84 @@ def unknown_name(what: str, name: Any, known: Iterable[str]) -> ConfigError:
 
 
 def output_folder(path: str | Path, option: str = "--out") -> Path:
-    """``path`` as a folder to write into, refusing an existing file there (which ``mkdir`` would trip on)."""
+    """``path`` made a folder to write into (with its parents): a ``ConfigError`` naming it and the fix
+    when it cannot be (a file in the way, no permission, a read-only or full disk), before any work."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(
             f"{option} {str(path)!r} is a file, not a folder; pass a folder to write the outputs in."
         )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # an existing folder may still refuse writes
+            pass
+    except OSError as error:
+        raise cannot_write(option, folder, error) from None
     return folder
+
+
+def cannot_write(option: str, path: str | Path, error: OSError) -> ConfigError:
+    """The message for an output ``path`` the system refused (``error``): what is wrong, and the fix."""
+    path = Path(path)
+    blocking = next((part for part in (*reversed(path.parents), path) if part.is_file()), None)
+    if error.errno in (errno.ENOTDIR, errno.EEXIST) and blocking is not None:
+        reason = f"{str(blocking)!r} is a file, not a folder; pass a path with no file on the way"
+    elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space is left on its disk; free some space or pass a folder on another disk"
+    elif error.errno == errno.EROFS:
+        reason = "its file system is read-only; pass a folder on a writable disk"
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        reason = "you may not write there; pass a folder you can write to (or change its permissions)"
+    else:
+        reason = f"{error.strerror or error}; pass a folder you can write to"
+    return ConfigError(f"{option} {str(path)!r} cannot be written: {reason}.")
+
+
+def read_config(path: str | Path, option: str = "--config") -> dict[str, Any]:
+    """The options a YAML config file holds, as a mapping: a ``ConfigError`` naming the file and the fix
+    when it cannot be read, is not UTF-8, is not YAML or holds something other than a mapping."""
+    import yaml
+
+    where = f"{option} {str(path)!r}"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(
+            f"{where} cannot be read ({error.strerror or error}); pass a readable YAML file."
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); save it as UTF-8 "
+            "(YAML files are UTF-8)."
+        ) from None
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        at = f" on line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML ({problem}{at}); correct the syntax there.") from None
+    if not isinstance(content, dict):
+        held = "nothing" if content is None else f"a {type(content).__name__}"
+        raise ConfigError(
+            f"{where} holds {held}, not a mapping of options; write one 'option: value' per line."
+        )
+    return content
+
+
+def config_paths(args: Sequence[str], option: str = "--config") -> list[str]:
+    """The existing files a command line passes to ``option`` (``--config F`` or ``--config=F``)."""
+    paths = []
+    for index, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name == option and not equals:
+            value = args[index + 1] if index + 1 < len(args) else ""
+        if name == option and value and Path(value).is_file():
+            paths.append(value)
+    return paths
 
 
 _RESTATEMENTS = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'")
