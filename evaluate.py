@@ -32,7 +32,8 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lightning_diffusion.config import ConfigError, output_folder
+from lightning_diffusion.config import ConfigError, config_paths, output_folder, read_config
+from lightning_diffusion.run_lock import ON_BUSY, run_lock
 from lightning_diffusion.sweep import SweepSettings, registered_roles
 
 RENAMED = {"--steps": "--sampler.steps", "--eta": "--sampler.eta"}  # flags from before the sampler spec
@@ -94,6 +95,13 @@ def build_parser() -> ArgumentParser:
         "e.g. held-out shapes combinations",
     )
     parser.add_argument("--out", type=str, required=True, help="output folder")
+    parser.add_argument(
+        "--on_busy",
+        type=str,
+        choices=ON_BUSY,
+        default="fail",
+        help="when another run holds --out: wait for it, then add this run's rows, or fail at once",
+    )
     parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False, skip={"save_samples"})
     add_flag(parser, "--save_samples", False, "also write every sample as npz (samples_<row>_s<scale>.npz)")
     parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
@@ -293,38 +301,40 @@ def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]
             f"--accelerator {args.accelerator!r} with --devices {args.devices} cannot start here ({error}); "
             "use cpu, gpu or auto, and no more devices than the machine has."
         ) from None
-    fabric.launch()
-    if fabric.device.type == "cpu" and args.devices > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
-    show_library_log()
-    models, datamodule = sweep_models(args, fabric.device)
-    if args.compile:
-        from lightning_diffusion.compilation import compile_networks
+    with run_lock(out, args.on_busy, take=fabric.global_rank == 0):  # rank 0 of the run, before launch
+        fabric.launch()
+        if fabric.device.type == "cpu" and args.devices > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices))
+        show_library_log()
+        models, datamodule = sweep_models(args, fabric.device)
+        if args.compile:
+            from lightning_diffusion.compilation import compile_networks
 
-        compile_networks(models.denoiser, args.compile_mode)
-    out.mkdir(parents=True, exist_ok=True)
-    wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
-    rows = run_sweep(
-        models,
-        settings,
-        args.out,
-        real_batches=lambda n: datamodule.real_batches(settings.real_split, n),
-        reference_id=datamodule.reference_id(),
-        cache_dir=args.cache_dir,
-        log_row=wandb_row_logger(wandb_run) if wandb_run is not None else None,
-        prompts=build_prompts(args, models, datamodule, settings),
-    )
-    if wandb_run is not None:
-        log_sweep_summary(wandb_run, rows, Path(args.out))
-        wandb_run.finish()
-    if fabric.global_rank == 0:
-        print(f"sweep table: {Path(args.out) / 'sweep.csv'}; curves: {Path(args.out) / 'curves.png'}")
+            compile_networks(models.denoiser, args.compile_mode)
+        wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
+        rows = run_sweep(
+            models,
+            settings,
+            args.out,
+            real_batches=lambda n: datamodule.real_batches(settings.real_split, n),
+            reference_id=datamodule.reference_id(),
+            cache_dir=args.cache_dir,
+            log_row=wandb_row_logger(wandb_run) if wandb_run is not None else None,
+            prompts=build_prompts(args, models, datamodule, settings),
+        )
+        if wandb_run is not None:
+            log_sweep_summary(wandb_run, rows, Path(args.out))
+            wandb_run.finish()
+        if fabric.global_rank == 0:
+            print(f"sweep table: {Path(args.out) / 'sweep.csv'}; curves: {Path(args.out) / 'curves.png'}")
     return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        for path in config_paths(argv):
+            read_config(path)  # a config that is not UTF-8, YAML or a mapping is named before parsing
         refuse_renamed(argv)
         parser = build_parser()
         args = parser.parse_args(argv)
