@@ -19,7 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightning_diffusion.config import ConfigError, instantiate, output_folder, parser_reason
+from lightning_diffusion.atomic import atomic_write_text
+from lightning_diffusion.config import (
+    ConfigError,
+    cannot_write,
+    instantiate,
+    output_folder,
+    parser_reason,
+    read_config,
+)
 from lightning_diffusion.diffusion import GRIDS, SOLVERS, SamplerSpec
 
 
@@ -134,15 +142,7 @@ def sample_grid(args: argparse.Namespace) -> None:
 def training_datamodule(config: str) -> Any:
     """The data module of a training YAML's ``data`` section, parsed the way ``train.py`` parses it (so
     short class names resolve too)."""
-    import yaml
-
-    try:
-        with open(config, encoding="utf-8") as file:
-            loaded = yaml.safe_load(file)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = " ".join(str(error).split())
-        raise ConfigError(f"cannot read the training config {config!r} as YAML ({reason}).") from None
-    data = loaded.get("data") if isinstance(loaded, dict) else None
+    data = read_config(config).get("data")
     if data is None:
         raise ConfigError(f"the config {config!r} has no data section; give a training YAML (train.py fit).")
     from jsonargparse import ArgumentError
@@ -236,8 +236,10 @@ def prior_quality(args: argparse.Namespace) -> None:
             raise ConfigError(
                 f"--out {args.out!r} is a folder; pass the JSON file to write, e.g. {args.out}/prior.json."
             )
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        try:
+            atomic_write_text(args.out, text)
+        except OSError as error:
+            raise cannot_write("--out", args.out, error) from None
     print(text)
 
 
