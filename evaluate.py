@@ -292,6 +292,7 @@ def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]
     if args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}.")
     out = output_folder(args.out)
+    output_folder(args.cache_dir, "--cache_dir")
     try:
         fabric = Fabric(
             accelerator=args.accelerator, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto"
