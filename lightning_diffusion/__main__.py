@@ -100,8 +100,8 @@ def sample_grid(args: argparse.Namespace) -> None:
     from lightning_diffusion.sweep.grids import class_scale_samples, grid_image, save_grid
     from lightning_diffusion.sweep.sample_files import save_npz, scale_tag
 
-    out = output_folder(args.out)  # refused before any sampling when it names a file
     model = load_component(args.checkpoint, kind="denoiser")
+    out = output_folder(args.out)  # made, or refused, before any sampling (not for a refused checkpoint)
     real_data = _datamodule_of(args.checkpoint, "check labels") if args.check_labels else None
     if args.compile:
         from lightning_diffusion.compilation import compile_networks
@@ -253,8 +253,8 @@ def variations(args: argparse.Namespace) -> None:
     from lightning_diffusion.registry import load_component
     from lightning_diffusion.sweep.grids import row_grid, save_grid
 
-    out = output_folder(args.out) if args.out is not None else Path(args.checkpoint).resolve().parent.parent
     decoder = load_component(args.checkpoint, kind="denoiser")
+    out = output_folder(args.out) if args.out is not None else Path(args.checkpoint).resolve().parent.parent
     if not isinstance(decoder, UnclipDecoder):
         raise ConfigError(
             f"{args.checkpoint} is a {type(decoder).__name__}, not an unCLIP decoder: image variations need "
