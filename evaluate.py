@@ -183,41 +183,22 @@ def _load_captions(captions: list[str] | str) -> list[str]:
 
 
 def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettings) -> Any:
-    """Uniform class labels, or (text models, CLIP guidance, unCLIP, --captions) captions with their
-    labels and attributes when they come from the data."""
-    from lightning_diffusion.sweep.prompts import Prompts, composed_shape_prompts
+    """The captions of --captions, composed prompts from the data's Shapes scenes (--compose), else the
+    prompt kind the denoiser's condition parts and the rows call for, read from the data (with their
+    labels and attributes where the data has them): see ``sweep/prompt_kinds.py``."""
+    from lightning_diffusion.sweep.prompts import Prompts, composed_shape_prompts, data_prompts
 
-    text = (
-        getattr(models.denoiser, "text_encoder", None) is not None
-        or args.captions is not None
-        or args.compose is not None
-        or any(plan.prompts == ("caption",) for plan in settings.plans())
-    )
-    if not text:
-        if models.num_classes is None:
-            raise ConfigError(
-                "cannot tell the number of classes to sample: pass an --evaluator or a class-conditional "
-                "model."
-            )
-        return Prompts(num_classes=models.num_classes)
     if args.captions is not None:
         if args.compose is not None:
             raise ConfigError("--compose builds its prompts from the data: pass it or --captions, not both.")
         return Prompts(captions=_load_captions(args.captions))
-    if not datamodule.has_captions:
-        raise ConfigError(
-            "the data has no captions to sample; pass --captions or use a captioned source "
-            "(Shapes, Captioned)."
-        )
-    split = settings.real_split
-    attributes = datamodule.attributes(split) if datamodule.attribute_values is not None else None
-    if args.compose is not None:
-        if attributes is None:
-            raise ConfigError("--compose builds prompts from Shapes scenes; this data has no attributes.")
-        return composed_shape_prompts(attributes, args.compose)
-    return Prompts(
-        captions=datamodule.captions(split), labels=datamodule.labels(split), attributes=attributes
-    )
+    asked = None if args.compose is None else "caption"
+    prompts = data_prompts(models, datamodule, settings.real_split, settings.plans(), asked)
+    if args.compose is None:
+        return prompts
+    if prompts.attributes is None:
+        raise ConfigError("--compose builds prompts from Shapes scenes; this data has no attributes.")
+    return composed_shape_prompts(prompts.attributes, args.compose)
 
 
 def sweep_models(args: Any, device: Any) -> tuple[Any, Any]:

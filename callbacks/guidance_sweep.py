@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import FeatureInputs, build_features
 from lightning_diffusion.sweep import SweepSettings, get_role, load_models, run_sweep
+from lightning_diffusion.sweep.prompts import data_prompts
 from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
 
 
@@ -40,7 +41,9 @@ class GuidanceSweep(pl.Callback):
     the checkpoint path (a list for chains) of any other model role the methods need, by role name as
     ``evaluate.py``'s flags (``{contrastive: PATH, cascade: [BASE, UPSAMPLER]}``); ``classifier`` and
     ``guide`` are shorthands for two of them. Each is checked against the trained model's data (unless
-    ``allow_cross_data``) before the first sample of each sweep."""
+    ``allow_cross_data``) before the first sample of each sweep. Samples are prompted as in ``evaluate.py``:
+    with the prompt kind the model's condition parts and the methods call for, read from the trainer's
+    data (class labels, or the data's captions for a text-conditional model)."""
 
     def __init__(
         self,
@@ -93,17 +96,20 @@ class GuidanceSweep(pl.Callback):
         out = Path(trainer.default_root_dir) / "sweeps" / f"epoch{trainer.current_epoch:04d}"
         wandb_runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         run = wandb_runs[0] if wandb_runs and trainer.is_global_zero else None
+        split = self.settings.real_split
+        prompts = data_prompts(models, datamodule, split, self.settings.plans())
         was_training = model.training
         model.eval()
         rows = run_sweep(
             models,
             self.settings,
             out,
-            real_batches=lambda n: datamodule.real_batches(self.settings.real_split, n),
+            real_batches=lambda n: datamodule.real_batches(split, n),
             reference_id=datamodule.reference_id(),
             cache_dir=self.cache_dir,
             log_row=wandb_row_logger(run) if run is not None else None,
             progress=False,
+            prompts=prompts,
         )
         model.train(was_training)
         if run is not None:

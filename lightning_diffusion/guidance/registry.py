@@ -23,7 +23,6 @@ from lightning_diffusion.guidance.base import Guidance
 
 ENTRY_POINT_GROUP = "lightning_diffusion.methods"
 MODIFIERS = ("interval", "schedule", "rescale", "threshold")
-PROMPTS = ("label", "caption")
 
 _methods: dict[str, GuidanceMethod] = {}
 _discovered = False
@@ -51,7 +50,8 @@ class GuidanceMethod:
     """One guidance method and what it asks of a sweep.
 
     ``build(inputs)`` makes its ``Guidance``; ``needs`` names the roles of the extra models; ``options``
-    is the dataclass of its own settings (None: it has none); ``prompts`` what it can guide towards;
+    is the dataclass of its own settings (None: it has none); ``prompts`` the condition keys it can guide
+    towards (e.g. ``("label",)``; None: any the denoiser takes), prompt kinds the sweep checks by name;
     ``follows_condition`` whether samples follow their condition even with an unconditional denoiser
     (gradient guidance); ``conditional_denoiser`` whether it needs a denoiser that takes the condition
     (CFG contrasts its conditional and unconditional estimates); ``renoises`` whether it needs a sampler
@@ -64,7 +64,7 @@ class GuidanceMethod:
     build: Callable[[GuidanceInputs], Guidance]
     needs: tuple[str, ...] = ()
     options: type | None = None
-    prompts: tuple[str, ...] = PROMPTS
+    prompts: tuple[str, ...] | None = None
     follows_condition: bool = False
     conditional_denoiser: bool = True
     renoises: bool = False
@@ -75,10 +75,17 @@ class GuidanceMethod:
 
     def __post_init__(self) -> None:
         unknown_modifiers = sorted((set(self.modifiers) | set(self.required)) - set(MODIFIERS))
-        if unknown_modifiers or not set(self.prompts) <= set(PROMPTS):
+        if unknown_modifiers:
             raise ConfigError(
-                f"guidance method {self.name!r} declares unknown modifiers {unknown_modifiers} or prompts "
-                f"{self.prompts}; the modifiers are {list(MODIFIERS)}, the prompts {list(PROMPTS)}."
+                f"guidance method {self.name!r} declares unknown modifiers {unknown_modifiers}; the "
+                f"modifiers are {list(MODIFIERS)}."
+            )
+        if self.prompts is not None and (
+            isinstance(self.prompts, str) or not all(isinstance(kind, str) for kind in self.prompts)
+        ):
+            raise ConfigError(
+                f"guidance method {self.name!r}: prompts is a tuple of condition keys (e.g. ('label',)) or "
+                f"None for any, got {self.prompts!r}."
             )
         if isinstance(self.needs, str) or not all(isinstance(role, str) for role in self.needs):
             raise ConfigError(

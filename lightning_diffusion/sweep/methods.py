@@ -3,7 +3,8 @@
 Every registered guidance method is a sweep method (``GuidedMethod``, the denoiser guided by it); the
 chained methods ``cascade`` (base denoiser + upsamplers, the row's scale being the base stage's CFG
 scale) and ``unclip`` (prior + unCLIP decoder, the row's scale being the decoder's CFG scale) register
-here. A sweep method declares the model roles it needs, the prompts it can follow, whether its samples
+here. A sweep method declares the model roles it needs, the prompt kinds it can follow (by name, checked
+against ``prompt_kinds``; None: any the denoiser takes), whether its samples
 follow their condition, its options and modifiers, and builds a row's sampler from the row's plan (never
 from the settings); the sweep checks all of it before the first sample is drawn.
 """
@@ -26,6 +27,7 @@ from lightning_diffusion.guidance.registry import GuidanceMethod, get_method, me
 from lightning_diffusion.pipeline import Cascade, Unclip
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sampling import CountingModel, generate
+from lightning_diffusion.sweep.prompt_kinds import describe, get_prompt_kind, prompt_kinds
 from lightning_diffusion.sweep.prompts import Prompts
 from lightning_diffusion.sweep.roles import check_roles, get_role
 
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
     from lightning_diffusion.sweep.plans import RowPlan
 
 SampleBatch = Callable[[Sequence[torch.Generator], dict[str, Any]], Tensor]
-PROMPT_NAMES = {"label": "class labels", "caption": "captions"}
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,13 @@ class RowSampler:
 
 class SweepMethod(ABC):
     """One kind of sweep row. ``needs`` names the model roles it cannot run without, ``prompts``
-    what it can follow ("label", "caption"), ``options`` the dataclass of its options (or None),
+    the prompt kinds it can follow ("label", "caption"; None: any), ``options`` the dataclass of its
+    options (or None),
     ``modifiers`` the shared modifiers it accepts and ``required`` those it cannot run without."""
 
     name: str
     needs: tuple[str, ...] = ()
-    prompts: tuple[str, ...] = ("label", "caption")
+    prompts: tuple[str, ...] | None = None
     options: type | None = None
     modifiers: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
@@ -71,14 +73,21 @@ class SweepMethod(ABC):
     def check_modifiers(self, given: Mapping[str, Any]) -> None:
         """Refuse a modifier the method does not use, or the lack of one it requires."""
 
+    def follows(self, kind: str) -> bool:
+        """Whether the method can follow prompts of ``kind`` (a registered prompt kind's name)."""
+        return self.prompts is None or kind in self.prompts
+
     def check(self, models: SweepModels, plan: RowPlan, prompts: Prompts) -> None:
         """Refuse a row in which this method cannot run: prompts it cannot follow or a missing model."""
-        kind = "caption" if prompts.text else "label"
-        if kind not in self.prompts:
-            takers = [name for name in sweep_method_names() if kind in get_sweep_method(name).prompts]
+        for name in self.prompts or ():
+            get_prompt_kind(name, f"method {self.name}")
+        kind = prompts.kind
+        if not self.follows(kind):
+            takers = [name for name in sweep_method_names() if get_sweep_method(name).follows(kind)]
+            sampled = describe([kind])
             raise ConfigError(
-                f"method {self.name} guides towards {PROMPT_NAMES[self.prompts[0]]} only, and this sweep "
-                f"samples {PROMPT_NAMES[kind]}; with {PROMPT_NAMES[kind]} use one of: {', '.join(takers)}."
+                f"method {self.name} guides towards {describe(self.prompts)} only, and this sweep "
+                f"samples {sampled}; with {sampled} use one of: {', '.join(takers)}."
             )
         for role in self.needs:
             if models.get(role) is None:
@@ -115,18 +124,9 @@ class GuidedMethod(SweepMethod):
                 f"{self.name} composes several weighted captions per sample: sample composed prompts, e.g. "
                 "--compose and (or not) on Shapes data."
             )
-        denoiser = models.denoiser
-        if self.method.conditional_denoiser:
-            if prompts.text and not _takes_text(denoiser):
-                raise ConfigError(
-                    f"{self.name} on captions needs a text-conditional denoiser (with a text_encoder); "
-                    "use clip with --contrastive PATH for this one."
-                )
-            if not prompts.text and denoiser.num_classes is None:
-                raise ConfigError(
-                    f"{self.name} needs a class-conditional denoiser, and this one is unconditional; use "
-                    "classifier with --classifier PATH, or a conditional denoiser."
-                )
+        kind = prompts.prompt_kind
+        if self.method.conditional_denoiser and not kind.takes(models.denoiser):
+            raise ConfigError(kind.refuse(self.name))
         if self.method.renoises and not plan.sampler.solver.renoises:
             raise ConfigError(
                 f"{self.name} renoises with another estimate than it steps to, which the "
@@ -134,11 +134,7 @@ class GuidedMethod(SweepMethod):
             )
 
     def conditioned(self, models: SweepModels) -> bool:
-        return (
-            self.method.follows_condition
-            or models.denoiser.num_classes is not None
-            or _takes_text(models.denoiser)
-        )
+        return self.method.follows_condition or any(kind.takes(models.denoiser) for kind in prompt_kinds())
 
     def sampler(self, models: SweepModels, plan: RowPlan, scale: float) -> RowSampler:
         """The guided denoiser at ``scale``; NFE counts the denoiser's rows and those of every role whose
@@ -158,10 +154,6 @@ class GuidedMethod(SweepMethod):
             return generate(counted[0], guidance, generators, cond, plan.sampler)
 
         return RowSampler(sample_batch, lambda: sum(model.rows for model in counted))
-
-
-def _takes_text(denoiser: Any) -> bool:
-    return getattr(denoiser, "text_encoder", None) is not None
 
 
 @dataclass(frozen=True)

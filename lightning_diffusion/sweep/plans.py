@@ -37,6 +37,6 @@ class RowPlan:
         return self.method.needs
 
     @property
-    def prompts(self) -> tuple[str, ...]:
-        """What the row can guide towards: "label", "caption" or both."""
+    def prompts(self) -> tuple[str, ...] | None:
+        """The prompt kinds the row can guide towards (e.g. ``("label",)``; None: any the denoiser takes)."""
         return self.method.prompts

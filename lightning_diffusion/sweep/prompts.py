@@ -1,12 +1,13 @@
 """What each sample of a sweep is conditioned on, drawn from its own generator (before its noise).
 
-Class sweeps draw a uniform label per sample. Text sweeps draw a caption per sample from a list
-(the data's captions, with their labels and attributes, or captions the user gives). Composed prompts
-(composable diffusion: "A AND B", "A NOT B") give each caption the k captions it combines and one
-weight per part (negative: NOT); a drawn sample's condition then also holds them under "captions" and
-"caption_weights" (what ``ComposedCFG`` reads), while "caption" stays the primary caption that other
-methods in the same sweep follow and CLIP scores compare with. ``parse_composed`` reads composed prompts
-from texts ("A AND B NOT C"), ``composed_shape_prompts`` builds them from Shapes scenes.
+A sweep prompts with one registered prompt kind (``prompt_kinds``): sample i draws a value uniformly from
+the kind's pool (class labels: every class; captions: the data's, with their labels and attributes, or
+captions the user gives). Composed prompts (composable diffusion: "A AND B", "A NOT B") give each caption
+the k captions it combines and one weight per part (negative: NOT); a drawn sample's condition then also
+holds them under "captions" and "caption_weights" (what ``ComposedCFG`` reads), while "caption" stays the
+primary caption that other methods in the same sweep follow and CLIP scores compare with.
+``parse_composed`` reads composed prompts from texts ("A AND B NOT C"), ``composed_shape_prompts`` builds
+them from Shapes scenes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -23,6 +24,10 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.data.shapes import COLOURS, SHAPES, _caption
 from lightning_diffusion.guidance.multi_condition import PARTS_KEY, WEIGHTS_KEY
 from lightning_diffusion.sampling import draw_labels
+from lightning_diffusion.sweep.prompt_kinds import PromptKind, PromptSource, choose_kind, get_prompt_kind
+
+if TYPE_CHECKING:
+    from lightning_diffusion.sweep.plans import RowPlan
 
 OPERATOR_WEIGHTS = {"AND": 1.0, "NOT": -1.0}  # composable diffusion's operators in a composed text
 OPERATOR = re.compile(r"\s+(AND|NOT)\s+")
@@ -39,30 +44,59 @@ class Drawn:
     captions: list[str] | None
 
 
-@dataclass
+@dataclass(init=False)
 class Prompts:
-    """Uniform labels over ``num_classes``, or captions (optionally with per-caption labels/attributes,
-    and with ``parts``, the captions each composed prompt combines, weighted by ``part_weights``)."""
+    """The pool of values of one prompt kind (``kind``, a registered name) that samples draw from, with
+    each value's class label and attributes where known, and ``parts``, the captions each composed prompt
+    combines, weighted by ``part_weights``. ``Prompts(num_classes=n)`` and ``Prompts(captions=[...])``
+    are the pools of the two built-in kinds: every class label, and the given captions."""
 
-    num_classes: int | None = None
-    captions: list[str] | None = None
-    labels: Tensor | None = None
-    attributes: Tensor | None = None
-    parts: list[tuple[str, ...]] | None = None
-    part_weights: tuple[float, ...] | None = None
+    kind: str
+    values: Sequence[Any]
+    labels: Tensor | None
+    attributes: Tensor | None
+    parts: list[tuple[str, ...]] | None
+    part_weights: tuple[float, ...] | None
 
-    def __post_init__(self) -> None:
-        if self.captions is None:
-            if self.num_classes is None:
-                raise ConfigError("a sweep needs class labels (num_classes) or captions to condition on.")
-            if self.parts is not None:
-                raise ConfigError("composed prompts (parts) need the primary captions they belong to.")
-            return
-        if len(self.captions) == 0:
-            raise ConfigError("the list of captions is empty; give at least one caption (or use the data's).")
+    def __init__(
+        self,
+        kind: str | None = None,
+        values: Sequence[Any] | None = None,
+        *,
+        num_classes: int | None = None,
+        captions: Sequence[str] | None = None,
+        labels: Tensor | None = None,
+        attributes: Tensor | None = None,
+        parts: Sequence[Sequence[str]] | None = None,
+        part_weights: Sequence[float] | None = None,
+    ) -> None:
+        classes = None if num_classes is None else range(num_classes)
+        pools = [(kind, values), ("label", classes), ("caption", captions)]
+        given = [(name, pool) for name, pool in pools if pool is not None]
+        if len(given) != 1 or given[0][0] is None:
+            raise ConfigError(
+                "a sweep needs one pool of values to condition on: class labels (num_classes), captions, "
+                "or Prompts(kind, values) of a registered prompt kind."
+            )
+        self.kind, self.values = given[0]
+        self.labels, self.attributes, self.parts, self.part_weights = labels, attributes, parts, part_weights
+        self._check()
+
+    @property
+    def prompt_kind(self) -> PromptKind:
+        """The registered kind of the values."""
+        return get_prompt_kind(self.kind)
+
+    def _check(self) -> None:
+        """A non-empty pool; one label, attribute row and composed prompt per value; parts on captions."""
+        human = self.prompt_kind.human
+        if self.parts is not None and self.kind != "caption":
+            raise ConfigError("composed prompts (parts) need the primary captions they belong to.")
+        if len(self.values) == 0:
+            raise ConfigError(f"the list of {human} is empty; give at least one (or use the data's).")
         for name, values in (("labels", self.labels), ("attributes", self.attributes), ("parts", self.parts)):
-            if values is not None and len(values) != len(self.captions):
-                raise ConfigError(f"got {len(values)} {name} for {len(self.captions)} captions.")
+            if values is not None and len(values) != len(self.values):
+                raise ConfigError(f"got {len(values)} {name} for {len(self.values)} {human}.")
         self._check_parts()
 
     def _check_parts(self) -> None:
@@ -83,32 +117,39 @@ class Prompts:
         self.part_weights = weights
 
     @property
+    def captions(self) -> list[str] | None:
+        """The caption pool (None for another kind)."""
+        return list(self.values) if self.kind == "caption" else None
+
+    @property
     def composed(self) -> bool:
         """Whether each caption comes with the parts of a composed prompt."""
         return self.parts is not None
 
-    @property
-    def text(self) -> bool:
-        """Whether samples are conditioned on captions."""
-        return self.captions is not None
-
     def draw(self, generators: Sequence[torch.Generator]) -> Drawn:
-        """One condition per generator: sample i's label or caption index comes from generator i."""
+        """One condition per generator: sample i's index into the pool comes from generator i; the drawn
+        values join the condition under the kind's key, their labels (if any) under "label"."""
         device = generators[0].device
-        if self.captions is None:
-            labels = draw_labels(generators, self.num_classes)
-            return Drawn({"label": labels}, labels, None, None)
-        index = draw_labels(generators, len(self.captions)).cpu()
-        captions = [self.captions[i] for i in index.tolist()]
-        labels = None if self.labels is None else self.labels[index].to(device)
-        attributes = None if self.attributes is None else self.attributes[index].to(device)
-        cond: dict[str, Any] = {"caption": captions}
-        if labels is not None:
-            cond["label"] = labels
+        index = draw_labels(generators, len(self.values)).cpu()
+        picked = index.tolist()
+        cond: dict[str, Any] = {self.kind: self.prompt_kind.collate([self.values[i] for i in picked], device)}
+        if self.labels is not None:
+            cond["label"] = self.labels[index].to(device)
         if self.parts is not None:
-            cond[PARTS_KEY] = [self.parts[i] for i in index.tolist()]
-            cond[WEIGHTS_KEY] = [self.part_weights] * len(captions)
-        return Drawn(cond, labels, attributes, captions)
+            cond[PARTS_KEY] = [self.parts[i] for i in picked]
+            cond[WEIGHTS_KEY] = [self.part_weights] * len(picked)
+        attributes = None if self.attributes is None else self.attributes[index].to(device)
+        return Drawn(cond, cond.get("label"), attributes, cond.get("caption"))
+
+
+def data_prompts(
+    models: Any, datamodule: Any, split: str, plans: Sequence[RowPlan], asked: str | None = None
+) -> Prompts:
+    """The prompts of a sweep: the kind ``choose_kind`` picks from the denoiser's condition parts, the kinds
+    the ``plans``' rows follow and the kind ``asked`` for, its pool read from ``datamodule``'s ``split``."""
+    kind = choose_kind(models.denoiser, [plan.prompts for plan in plans], asked)
+    pool = kind.read(PromptSource(datamodule, split, models))
+    return Prompts(kind.name, pool.values, labels=pool.labels, attributes=pool.attributes)
 
 
 def composed_shape_prompts(attributes: Tensor, mode: str, weights: Sequence[float] | None = None) -> Prompts:
