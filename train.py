@@ -27,8 +27,8 @@ from lightning_diffusion.config import ConfigError, did_you_mean, read_config
 from lightning_diffusion.data import DiffusionDataModule
 from lightning_diffusion.data.sources import DataSource
 from lightning_diffusion.registry import check_component_name, discover, read_checkpoint
-from lightning_diffusion.trainer import Trainer as DiffusionTrainer
 from lightning_diffusion.run_lock import ON_BUSY, run_lock
+from lightning_diffusion.trainer import Trainer as DiffusionTrainer
 
 
 def checkpoint_dir(default_root_dir: str | None) -> str:
