@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lightning_diffusion import shared_prefix
 from lightning_diffusion.components.denoiser import Denoiser
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import SamplerSpec, randn, sample_generators
@@ -71,15 +72,23 @@ def _as_labels(labels: Sequence[int] | Tensor) -> Tensor:
 
 
 class CountingModel:
-    """Proxy that counts the rows a model denoises, to report network evaluations per sample (NFE)."""
+    """Proxy that counts the rows a model denoises, to report network evaluations per sample (NFE). It is
+    where a shared trajectory prefix (``shared_prefix``) records network calls and replays them uncounted."""
 
     def __init__(self, model: Denoiser) -> None:
         self.model = model
         self.rows = 0
 
     def denoise(self, z: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+        prefix = shared_prefix.active()
+        replayed = None if prefix is None else prefix.replayed(self.model, z, t, cond)
+        if replayed is not None:
+            return replayed
         self.rows += z.shape[0]
-        return self.model.denoise(z, t, cond)
+        output = self.model.denoise(z, t, cond)
+        if prefix is not None:
+            prefix.record(self.model, z, t, cond, output)
+        return output
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -102,6 +111,9 @@ def generate(
     device = next(model.parameters()).device
     noise = randn(generators, model.sample_shape).to(device)
     denoise = GuidedDenoiser(model, guidance, cond)
+    prefix = shared_prefix.active()
+    if prefix is not None:
+        denoise = prefix.guard(denoise, model, guidance)
     return SamplerSpec.of(sampler).sample(denoise, noise, model.schedule, generators)
 
 

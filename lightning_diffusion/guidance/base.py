@@ -99,6 +99,12 @@ class Guidance(ABC):
         plain = model.denoise(z, t, cond)
         return Guided(plain, plain)
 
+    def scale_free(self, model: DiffusionModel, t: Tensor) -> bool:
+        """Whether the estimate at times ``t`` (one per sample, on the host as samplers pass them) is the
+        same at every scale, so sweep rows that differ only in scale share their trajectory there (the
+        guidance interval outside it, a schedule where it is zero). False unless a method knows better."""
+        return False
+
     def reset(self) -> None:  # noqa: B027 - stateless methods keep this no-op
         """Forget state from a previous sampling run; stateless methods need nothing."""
 

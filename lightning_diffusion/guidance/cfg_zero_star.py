@@ -69,7 +69,9 @@ class CFGZeroStar(Guidance):
     K - 1 steps and the predictor of the K-th) cost no network evaluation.
 
     Counting steps reads the time once per evaluation until zero-init is over (on the host where samplers
-    pass it); all samples of a batch must share it."""
+    pass it); all samples of a batch must share it. The zeroed steps evaluate no network, so sweep rows
+    have nothing to share there (``scale_free`` stays False; under a guidance interval they share its
+    prefix, the step count carrying over since the method itself runs in every replay)."""
 
     def __init__(self, scale: float, *, zero_init_steps: int = CFGZeroStarOptions.zero_init_steps) -> None:
         self.scale = float(scale)

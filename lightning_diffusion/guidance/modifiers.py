@@ -32,6 +32,9 @@ class Modifier(Guidance):
     def unguided(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
         return self.inner.unguided(model, z, t, cond)
 
+    def scale_free(self, model: DiffusionModel, t: Tensor) -> bool:
+        return self.inner.scale_free(model, t)
+
     def reset(self) -> None:
         self.inner.reset()
 
@@ -82,6 +85,10 @@ class GuidanceInterval(Modifier):
         alpha, sigma = model.schedule.alpha_sigma(t)
         level = sigma / alpha
         return (level > self.sigma_min) & (level <= self.sigma_max)
+
+    def scale_free(self, model: DiffusionModel, t: Tensor) -> bool:
+        """Outside the interval every scale gives the inner method's unguided estimate."""
+        return not bool(self.inside(model, t).any()) or self.inner.scale_free(model, t)
 
     def guide(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
         inside = self.inside(model, t).expand(z.shape[0])

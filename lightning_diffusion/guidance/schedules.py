@@ -73,9 +73,18 @@ class ScaleSchedule(Modifier):
                 ) from None
         self._scale = float(value)
 
+    def factor_at(self, t: float) -> float:
+        """s(t) / s: start + (end - start) ramp(1 - t)."""
+        return self.start + (self.end - self.start) * self.ramp(1.0 - t)
+
     def scale_at(self, t: float) -> float:
         """s(t) for a time t in [0, 1]."""
-        return self._scale * (self.start + (self.end - self.start) * self.ramp(1.0 - t))
+        return self._scale * self.factor_at(t)
+
+    def scale_free(self, model: DiffusionModel, t: Tensor) -> bool:
+        """Where the schedule is zero (the paper's increasing schedules at t = 1) every nominal scale runs
+        the inner method at scale 0."""
+        return self.factor_at(shared_time(t, "a guidance schedule")) == 0.0 or self.inner.scale_free(model, t)
 
     def guide(self, model: DiffusionModel, z: Tensor, t: Tensor, cond: Condition) -> Guided:
         self.inner.scale = self.scale_at(shared_time(t, "a guidance schedule"))

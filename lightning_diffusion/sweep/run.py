@@ -7,10 +7,14 @@ over ranks. Samples that are not finite (NaN or inf, e.g. at an extreme scale) a
 ``non_finite`` column and left out of every metric, with a warning. Rows are written as each scale finishes
 (atomically); a re-run with the same output folder skips finished rows. Every row's method, models,
 options and settings are checked, and every row's sampler built, before the first sample is drawn.
+With ``share_trajectories`` the pending scales of a row whose guidance is scale-free at first (outside a
+guidance interval, where a schedule is zero) sample each batch together and compute that prefix once
+(``sweep.sharing``): bit-identical samples; NFE and seconds charge each scale an equal share of it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -31,12 +35,13 @@ from lightning_diffusion.metrics.clip_score import clip_scores
 from lightning_diffusion.sweep import outputs
 from lightning_diffusion.sweep.frontier import write_frontier
 from lightning_diffusion.sweep.grids import save_grid, sorted_grid
-from lightning_diffusion.sweep.methods import SweepMethod
+from lightning_diffusion.sweep.methods import RowSampler, SweepMethod
 from lightning_diffusion.sweep.models import SweepModels, check_compatible
 from lightning_diffusion.sweep.prompts import Drawn, Prompts
 from lightning_diffusion.sweep.reference import reference_features, reference_key
 from lightning_diffusion.sweep.sample_files import save_npz, scale_tag
 from lightning_diffusion.sweep.settings import SweepSettings
+from lightning_diffusion.sweep.sharing import ScaleGroup, shares_prefix
 
 log = logging.getLogger(__name__)
 
@@ -123,53 +128,41 @@ def run_sweep(
     )
     if len(real) < 2:
         raise ConfigError(f"the {settings.real_split} split has {len(real)} images; metrics need at least 2.")
-    metrics = SampleMetrics(real.shape[1]).to(device)
-    metrics.update_real(real[rank::world].to(device))
-
+    pool = [SampleMetrics(real.shape[1]).to(device)]  # one per scale of the largest group
+    pool[0].update_real(real[rank::world].to(device))
     my_indices = list(range(rank, settings.num_samples, world))
-    for label, method, scale, sampler in planned:
-        metrics.reset_generated()
-        start = time.perf_counter()
-        kept = Kept()
-        wanted = settings.num_samples if settings.save_samples else settings.grid_size
+    wanted = settings.num_samples if settings.save_samples else settings.grid_size
+    for entries in _groups(planned, settings, prompts, my_indices, device):
+        while len(pool) < len(entries):
+            pool.append(SampleMetrics(real.shape[1]).to(device))
+            pool[-1].update_real(real[rank::world].to(device))
+        group = ScaleGroup([sampler for *_, sampler in entries])
+        runs = [ScaleRun(*entry, metrics) for entry, metrics in zip(entries, pool, strict=False)]
+        for run in runs:
+            run.metrics.reset_generated()
         batches = range(0, len(my_indices), settings.batch_size)
-        for first in tqdm(batches, desc=f"{label} s={scale:g}", disable=not progress or rank != 0):
+        description = f"{entries[0][0]} s={','.join(f'{entry[2]:g}' for entry in entries)}"
+        for first in tqdm(batches, desc=description, disable=not progress or rank != 0):
+            start = time.perf_counter()
             indices = my_indices[first : first + settings.batch_size]
             generators = sample_generators(settings.seed, indices, device)
             drawn = prompts.draw(generators)
+            drawing = (time.perf_counter() - start) / len(runs)
             with torch.no_grad():
-                raw = sampler.sample_batch(generators, drawn.cond)
-                images = raw.clamp(-1, 1)
-                features, logits = models.extractor.features_and_logits(images)
-                outcomes = _judged_outcomes(models, method, images, features, logits, drawn)
-                finite = raw.flatten(1).isfinite().all(dim=1)  # clamping would hide an inf
-                metrics.update_generated({"features": features, "logits": logits, **outcomes}, finite)
-            kept.add(indices, images, drawn, wanted)
-        values = metrics.compute()
-        if rank == 0 and values[NON_FINITE]:
-            warn_non_finite(label, scale, values[NON_FINITE], settings.num_samples)
-        evaluations = sum(distributed.gather_objects(sampler.evaluations()))
-        seconds = max(distributed.gather_objects(time.perf_counter() - start))
-        samples, labels, captions = kept.gather()
-        row = {
-            "method": label,
-            "scale": scale,
-            **values,
-            "nfe": evaluations / settings.num_samples,
-            "seconds": seconds,
-        }
-        rows.append(row)
-        if rank == 0:
-            tag = f"{label}_{scale_tag(scale)}"
-            grid_labels = labels[: settings.grid_size] if labels is not None else None
-            grid = sorted_grid(samples[: settings.grid_size], grid_labels)  # by index
-            grid_path = save_grid(grid, out / f"grid_{tag}.png")
-            if settings.save_samples:
-                extra = {} if captions is None else {"captions": np.array(captions)}
-                save_npz(out / f"samples_{tag}.npz", samples, labels, **extra)
-            outputs.write_rows(out, rows)
-            if log_row is not None:
-                log_row(row, grid_path)
+                raws = group.sample(generators, drawn.cond)
+            for run, raw in zip(runs, raws, strict=True):
+                start = time.perf_counter()
+                with torch.no_grad():
+                    images = raw.clamp(-1, 1)
+                    features, logits = models.extractor.features_and_logits(images)
+                    outcomes = _judged_outcomes(models, run.method, images, features, logits, drawn)
+                    finite = raw.flatten(1).isfinite().all(dim=1)  # clamping would hide an inf
+                    inputs = {"features": features, "logits": logits, **outcomes}
+                    run.metrics.update_generated(inputs, finite)
+                run.kept.add(indices, images, drawn, wanted)
+                run.seconds += drawing + time.perf_counter() - start
+        for index, run in enumerate(runs):
+            _finish(run, group, index, settings, rows, out, log_row)
     if rank == 0:
         from lightning_diffusion.sweep.curves import plot_curves
 
@@ -177,6 +170,87 @@ def run_sweep(
         write_frontier(rows, out / "frontier.csv")
     distributed.barrier()
     return rows
+
+
+@dataclass
+class ScaleRun:
+    """One (row, scale) being sampled: its label, method, scale and sampler, the metrics it feeds, the
+    samples it keeps and its seconds besides sampling (drawing prompts, metrics)."""
+
+    label: str
+    method: SweepMethod
+    scale: float
+    sampler: RowSampler
+    metrics: SampleMetrics
+    kept: Kept = field(default_factory=Kept)
+    seconds: float = 0.0
+
+
+Planned = tuple[str, SweepMethod, float, RowSampler]
+
+
+def _groups(
+    planned: list[Planned],
+    settings: SweepSettings,
+    prompts: Prompts,
+    indices: list[int],
+    device: torch.device,
+) -> list[list[Planned]]:
+    """The planned (row, scale) entries in order: a row's pending scales together where they share a
+    trajectory prefix (``sweep.sharing``; probed on this rank's first batch), each alone otherwise."""
+    groups: list[list[Planned]] = []
+    for _, same_row in itertools.groupby(planned, key=lambda entry: entry[0]):
+        entries = list(same_row)
+        if settings.share_trajectories and len(entries) > 1 and indices:
+            generators = sample_generators(settings.seed, indices[: settings.batch_size], device)
+            drawn = prompts.draw(generators)
+            with torch.no_grad():
+                if shares_prefix(entries[0][1], entries[0][3], generators, drawn.cond):
+                    groups.append(entries)
+                    continue
+        groups.extend([entry] for entry in entries)
+    return groups
+
+
+def _finish(
+    run: ScaleRun,
+    group: ScaleGroup,
+    index: int,
+    settings: SweepSettings,
+    rows: list[dict[str, Any]],
+    out: Path,
+    log_row: Callable[[dict[str, Any], Path], None] | None,
+) -> None:
+    """A sampled scale's row: its metrics (a collective), amortised NFE and seconds; rank 0 writes its grid,
+    its samples and the table."""
+    start = time.perf_counter()
+    rank = distributed.rank()
+    values = run.metrics.compute()
+    if rank == 0 and values[NON_FINITE]:
+        warn_non_finite(run.label, run.scale, values[NON_FINITE], settings.num_samples)
+    evaluations = sum(distributed.gather_objects(group.evaluations(index)))
+    spent = run.seconds + group.seconds(index) + time.perf_counter() - start
+    seconds = max(distributed.gather_objects(spent))
+    samples, labels, captions = run.kept.gather()
+    row = {
+        "method": run.label,
+        "scale": run.scale,
+        **values,
+        "nfe": evaluations / settings.num_samples,
+        "seconds": seconds,
+    }
+    rows.append(row)
+    if rank == 0:
+        tag = f"{run.label}_{scale_tag(run.scale)}"
+        grid_labels = labels[: settings.grid_size] if labels is not None else None
+        grid = sorted_grid(samples[: settings.grid_size], grid_labels)  # by index
+        grid_path = save_grid(grid, out / f"grid_{tag}.png")
+        if settings.save_samples:
+            extra = {} if captions is None else {"captions": np.array(captions)}
+            save_npz(out / f"samples_{tag}.npz", samples, labels, **extra)
+        outputs.write_rows(out, rows)
+        if log_row is not None:
+            log_row(row, grid_path)
 
 
 def _judged_outcomes(

@@ -51,6 +51,7 @@ class SweepSettings:
     rescale: float | None = None
     threshold: float | None = None
     save_samples: bool = False
+    share_trajectories: bool = True
     grid_size: int = 64
     aug_level: float | None = None
     upsampler_scale: float | None = None
