@@ -32,7 +32,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lightning_diffusion.config import ConfigError, config_paths, output_folder, read_config
+from lightning_diffusion.config import ConfigError, config_paths, output_folder, read_config, writable_folder
 from lightning_diffusion.run_lock import ON_BUSY, run_lock
 from lightning_diffusion.sweep import SweepSettings, registered_roles
 
@@ -273,7 +273,7 @@ def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]
     if args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}.")
     out = output_folder(args.out)
-    output_folder(args.cache_dir, "--cache_dir")
+    writable_folder(args.cache_dir, "--cache_dir")  # made when the first reference is cached
     try:
         fabric = Fabric(
             accelerator=args.accelerator, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto"

@@ -55,6 +55,17 @@ def output_folder(path: str | Path, option: str = "--out") -> Path:
     return folder
 
 
+def writable_folder(path: str | Path, option: str) -> Path:
+    """Check that ``path`` can be made and written into (as ``output_folder`` does) and leave no trace:
+    the folders the check made are removed again, so a run refused later leaves nothing behind."""
+    folder = Path(path)
+    missing = [part for part in (folder, *folder.parents) if not part.exists()]  # deepest first
+    output_folder(folder, option)
+    for made in missing:
+        made.rmdir()
+    return folder
+
+
 def cannot_write(option: str, path: str | Path, error: OSError) -> ConfigError:
     """The message for an output ``path`` the system refused (``error``): what is wrong, and the fix."""
     path = Path(path)
