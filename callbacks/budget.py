@@ -59,7 +59,9 @@ class TrainingBudget(Callback):
             return
         on_cpu = trainer.strategy.root_device.type == "cpu"
         causes = likely_causes(str(trainer.precision), on_cpu, trainer.world_size) if record.too_few else []
-        report = budget_report(record, budget_timer(trainer).time_elapsed(), causes)
+        timer = budget_timer(trainer)  # a stopped run: its budget bought the steps, not the validation after
+        seconds = timer._duration if record.stopped_by_time else timer.time_elapsed()
+        report = budget_report(record, seconds, causes)
         if record.too_few:
             rank_zero_warn(report)
         else:
