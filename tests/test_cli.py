@@ -16,9 +16,9 @@ from callbacks import sample_grid
 from lightning_diffusion import registry
 from lightning_diffusion.__main__ import main as lightning_diffusion_main
 from lightning_diffusion.__main__ import training_datamodule
-from lightning_diffusion.components import ContrastiveEncoder, Denoiser
+from lightning_diffusion.components import ContrastiveEncoder, Denoiser, DistilledDenoiser
 from lightning_diffusion.config import ConfigError
-from lightning_diffusion.nets import EncoderUNet, TextTransformer
+from lightning_diffusion.nets import EncoderUNet, TextTransformer, UNet
 from lightning_diffusion.registry import CHECKPOINT_KEY, check_component_name
 
 RECIPE_DIRS = ("cifar10", "imagenet64")  # their data cannot be downloaded here: tests/test_recipes.py
@@ -97,6 +97,19 @@ def encoder_checkpoint_for(config: Path, model_args: dict, path: Path) -> str:
     return str(path)
 
 
+def teacher_checkpoint_for(config: Path, model: dict, path: Path) -> str:
+    """A small untrained CFG teacher checkpoint for the data of ``config``, for configs naming a distilled
+    student's ``teacher`` (a progressive round's teacher is a stage-1 student of it)."""
+    datamodule = training_datamodule(str(config))
+    net = UNet(in_channels=datamodule.image_shape[0], channels=(8, 16), num_res_blocks=1, cond_dim=16)
+    teacher = Denoiser(net, image_shape=datamodule.image_shape, num_classes=datamodule.num_classes)
+    if model["class_path"].endswith("ProgressiveDenoiser"):
+        teacher = DistilledDenoiser(teacher)
+    record = {"kind": teacher.component_kind, "spec": teacher.spec}
+    torch.save({"state_dict": teacher.state_dict(), CHECKPOINT_KEY: record}, path)
+    return str(path)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
 def test_config_parses_and_instantiates(config, tmp_path):
     content = yaml.safe_load(config.read_text()) or {}
@@ -117,6 +130,9 @@ def test_config_parses_and_instantiates(config, tmp_path):
     if "encoder" in content.get("model", {}).get("init_args", {}):  # a frozen encoder's checkpoint
         encoder = encoder_checkpoint_for(config, content["model"]["init_args"], tmp_path / "encoder.ckpt")
         overrides += ["--model.init_args.encoder", encoder]
+    if "teacher" in content.get("model", {}).get("init_args", {}):  # a distilled student's teacher
+        teacher = teacher_checkpoint_for(config, content["model"], tmp_path / "teacher.ckpt")
+        overrides += ["--model.init_args.teacher", teacher]
 
     cli = train.main(args=[*configs, *quiet(tmp_path), *overrides], run=False)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from test_cli import teacher_checkpoint_for
 from test_inception import write_random_inception_weights
 from tiny import REPO
 
@@ -131,6 +132,9 @@ def test_recipe_parses_and_builds(config, cifar_dir, imagenet_root, tmp_path):
         *stand_in_data(config, cifar_dir, imagenet_root),
         *(NARROW_IMAGENET_NET if config == IMAGENET_DENOISER else []),
     ]
+    if "teacher" in content["model"]["init_args"]:  # a distilled student: a small teacher of its data
+        teacher = teacher_checkpoint_for(config, content["model"], tmp_path / "teacher.ckpt")
+        args += ["--model.init_args.teacher", teacher]
     cli = train.main(args=args, run=False)
     assert tuple(cli.datamodule.image_shape) == tuple(cli.model.image_shape)
     assert cli.model.num_classes == cli.datamodule.num_classes

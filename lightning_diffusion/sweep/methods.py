@@ -266,6 +266,7 @@ def register_sweep_method(method: SweepMethod) -> SweepMethod:
 
 register_sweep_method(CascadeMethod())
 register_sweep_method(UnclipMethod())
+from lightning_diffusion.sweep import distilled  # noqa: E402, F401 - registers the method distilled
 
 
 def chained_methods() -> list[SweepMethod]:

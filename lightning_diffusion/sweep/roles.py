@@ -205,3 +205,12 @@ register_role(
         loader=_load_unclip,
     )
 )
+register_role(
+    Role(
+        "student",
+        "denoiser",
+        "a guidance-distilled student",
+        "method distilled: a DistilledDenoiser or ProgressiveDenoiser distilled from the denoiser",
+        shares=("image", "classes", "source"),
+    )
+)
