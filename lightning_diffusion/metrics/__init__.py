@@ -6,7 +6,7 @@ metric columns of a sweep row in registration order, then ``non_finite``."""
 # isort: off
 from lightning_diffusion.metrics import fid, inception_score, precision_recall  # noqa: F401
 from lightning_diffusion.metrics import density_coverage, vendi, outcomes  # noqa: F401
-from lightning_diffusion.metrics import kid, fid_infinity  # noqa: F401
+from lightning_diffusion.metrics import kid, fid_infinity, cmmd  # noqa: F401
 
 # isort: on
 from lightning_diffusion.metrics.clip_score import clip_scores
