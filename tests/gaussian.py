@@ -7,8 +7,9 @@ and Cov[y | z] = Sigma - alpha^2 Sigma (alpha^2 Sigma + sigma^2 I)^-1 Sigma (Gau
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from lightning_diffusion.config import Configurable
 from lightning_diffusion.diffusion import CosineSchedule
 
 SHAPE = (1, 2, 2)
@@ -68,3 +69,36 @@ def moments(samples: Tensor) -> tuple[Tensor, Tensor]:
     """Empirical mean and covariance of flattened samples."""
     flat = samples.double().reshape(samples.shape[0], -1)
     return flat.mean(0), torch.cov(flat.T)
+
+
+class GaussianMeanNet(Configurable, nn.Module):
+    """An x0-predicting network that is exact for Gaussian data N(m, Sigma) with a known ``covariance`` and a
+    mean m read from the condition vector by a small MLP: out = m + G_t (z - alpha_t m), G_t = alpha_t Sigma
+    (alpha_t^2 Sigma + sigma_t^2 I)^-1. Its only parameters are the mean head's, so a denoiser around it is
+    exact when the head maps each condition to its mean (``fit_means``)."""
+
+    def __init__(self, covariance: list[list[float]], cond_dim: int = 8, hidden: int = 32) -> None:
+        super().__init__()
+        self.cond_dim = cond_dim
+        self.in_channels = self.out_channels = 1
+        self.schedule = CosineSchedule()
+        self.register_buffer("covariance", torch.tensor(covariance, dtype=torch.float64), persistent=False)
+        self.mean = nn.Sequential(nn.Linear(cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, DIM))
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        alpha, sigma = self.schedule.alpha_sigma(t.double())
+        data = GaussianData(torch.zeros(DIM), self.covariance, self.schedule)
+        gain = data._gain(alpha, sigma)
+        mean = self.mean(cond).double()
+        centred = x.double().reshape(-1, DIM) - alpha.reshape(-1, 1) * mean
+        return (mean + (gain @ centred.unsqueeze(-1)).squeeze(-1)).reshape(x.shape).float()
+
+    def fit_means(self, conditions: Tensor, means: Tensor) -> None:
+        """Set the head's last layer so that condition vector i maps exactly to mean i (least squares on
+        the hidden features, exact while there are fewer conditions than hidden units)."""
+        with torch.no_grad():
+            hidden = self.mean[1](self.mean[0](conditions)).double()
+            features = torch.cat([hidden, torch.ones(len(hidden), 1, dtype=torch.float64)], dim=1)
+            solution = torch.linalg.lstsq(features, means.double()).solution
+            self.mean[2].weight.copy_(solution[:-1].T)
+            self.mean[2].bias.copy_(solution[-1])
