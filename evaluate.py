@@ -6,7 +6,9 @@
     python evaluate.py ... --methods '[cfg,classifier]' --classifier PATH --scales '[0,1,2,4]' \
         --num_samples 1000
     python evaluate.py ... --devices 2        # DDP through Lightning (CPU gloo here, GPUs elsewhere)
-    python evaluate.py ... --features inception [--inception_weights PATH]   # FID/IS/PR as in papers
+    python evaluate.py ... --features inception [--feature_weights PATH]   # FID/IS/PR as in papers
+    python evaluate.py ... --features dinov2 [--feature_weights PATH]      # FD_DINOv2 in the fid column
+    python evaluate.py ... --features clip [--feature_weights PATH]        # CMMD in the cmmd column
     python evaluate.py ... --methods '[cfg,cascade]' --cascade '[BASE16.ckpt,UPSAMPLER.ckpt]' --aug_level 0.1
     python evaluate.py --config configs/shapes/sweep.yaml --denoiser TEXT_DENOISER --evaluator EVAL \
         --contrastive CLIP --clip_scorer OTHER_CLIP --out runs/shapes/sweep   # the GLIDE comparison
@@ -48,18 +50,33 @@ def build_parser() -> ArgumentParser:
     """The evaluate.py options: checkpoints, output folder, sweep settings, processes."""
     parser = ArgumentParser(description=__doc__.split("\n")[0], default_meta=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options")
-    parser.add_argument("--denoiser", type=str, required=True, help="denoiser checkpoint")
+    parser.add_argument(
+        "--denoiser",
+        type=str,
+        required=True,
+        help="denoiser checkpoint, or a folder of post-hoc EMA snapshots (callbacks.PostHocEMA) with "
+        "--ema_lengths",
+    )
     parser.add_argument(
         "--features",
         type=str,
         default="evaluator",
-        help="feature network of FID, IS and precision/recall, by its name in metrics.FEATURES: evaluator or "
-        "inception (torch-fidelity's Inception-V3 as the reference FID; class accuracy then comes from "
-        "--evaluator if given, else is null)",
+        help="feature network of the feature metrics (FID, FID∞, KID, CMMD, IS, precision/recall, ...), "
+        "by its name in metrics.FEATURES: evaluator, inception (torch-fidelity's Inception-V3 as the "
+        "reference FID), dinov2 (DINOv2 ViT-L/14 as dgm-eval: the fid column is FD_DINOv2) or clip (CLIP "
+        "ViT-L/14@336: the cmmd column is CMMD); class accuracy comes from --evaluator if given, else is "
+        "null; IS means nothing under dinov2 and clip (no class logits: it reads 1)",
     )
     for role in registered_roles():
         kind = list[str] | None if role.chain else str | None
         parser.add_argument(role.flag, type=kind, default=None, help=f"{role.help} ({role.kind})")
+    parser.add_argument(
+        "--guide_ema_length",
+        type=float | None,
+        default=None,
+        help="--guide as a folder of post-hoc EMA snapshots: the EMA length sigma_rel its weights are "
+        "rebuilt at",
+    )
     add_flag(
         parser,
         "--allow_cross_data",
@@ -68,11 +85,13 @@ def build_parser() -> ArgumentParser:
         "classes); recorded in the run config",
     )
     parser.add_argument(
+        "--feature_weights",
         "--inception_weights",
         type=str | None,
         default=None,
-        help="--features inception: a local copy of torch-fidelity's Inception-V3 weights (default: "
-        "download them once into torch's hub cache)",
+        help="a local weights file of the --features network: torch-fidelity's Inception-V3 weights, or "
+        "timm's model.safetensors of DINOv2/CLIP (default: download them once into torch's hub cache or "
+        "the Hugging Face cache); --inception_weights is the same option",
     )
     parser.add_argument(
         "--captions",
@@ -201,6 +220,28 @@ def build_prompts(args: Any, models: Any, datamodule: Any, settings: SweepSettin
     return composed_shape_prompts(prompts.attributes, args.compose)
 
 
+def check_snapshot_inputs(args: Any) -> None:
+    """Refuse, before the processes start, EMA lengths without snapshots and snapshots without lengths (of
+    the denoiser: --ema_lengths; of the guide: --guide_ema_length)."""
+    from lightning_diffusion.ema.reconstruct import check_lengths
+    from lightning_diffusion.ema.snapshots import is_snapshot_folder
+
+    if is_snapshot_folder(args.denoiser) and not args.ema_lengths:
+        raise ConfigError(
+            f"--denoiser {args.denoiser} is a folder of post-hoc EMA snapshots; choose the EMA lengths to "
+            "rebuild and sweep with --ema_lengths '[0.05, 0.1]', or pass a checkpoint file."
+        )
+    if args.ema_lengths and not is_snapshot_folder(args.denoiser):
+        check_lengths(None, args.ema_lengths, args.denoiser)
+    guide_folder = args.guide is not None and is_snapshot_folder(args.guide)
+    if guide_folder != (args.guide_ema_length is not None):
+        raise ConfigError(
+            "--guide as a folder of post-hoc EMA snapshots needs its EMA length, --guide_ema_length "
+            "SIGMA_REL (e.g. 0.05), and --guide_ema_length needs such a folder as --guide; got --guide "
+            f"{args.guide} and --guide_ema_length {args.guide_ema_length}."
+        )
+
+
 def sweep_models(args: Any, device: Any) -> tuple[Any, Any]:
     """The sweep's models on ``device`` (the denoiser, and each role given a checkpoint, loaded by the
     sweep's ``load_models``) and the data module of its real images and captions (the denoiser's, with
@@ -209,23 +250,30 @@ def sweep_models(args: Any, device: Any) -> tuple[Any, Any]:
     from lightning_diffusion.data import DiffusionDataModule
     from lightning_diffusion.registry import load_component
     from lightning_diffusion.sweep import load_models
+    from lightning_diffusion.sweep.models import averaged_checkpoint
 
-    denoiser = load_component(args.denoiser, kind="denoiser", map_location=device)
-    trained_on = recorded_data(args.denoiser)
+    snapshots = args.denoiser if args.ema_lengths else None  # a snapshot folder (check_snapshot_inputs)
+    checkpoint = args.denoiser if snapshots is None else averaged_checkpoint(snapshots, args.ema_lengths[0])
+    paths = {role.name: args[role.name] for role in registered_roles()}
+    if args.guide_ema_length is not None:
+        paths["guide"] = str(averaged_checkpoint(args.guide, args.guide_ema_length))
+    denoiser = load_component(checkpoint, kind="denoiser", map_location=device)
+    trained_on = recorded_data(checkpoint)
     if trained_on is None:
         raise ConfigError(
             f"{args.denoiser} does not record the data it was trained on; cannot pick real images."
         )
     models = load_models(
         denoiser,
-        {role.name: args[role.name] for role in registered_roles()},
+        paths,
         device,
         features=args.features,
-        inception_weights=args.inception_weights,
+        inception_weights=args.feature_weights,
         denoiser_path=args.denoiser,
         denoiser_data=trained_on,
         allow_cross_data=args.allow_cross_data,
     )
+    models.snapshots, models.ema = snapshots, args.ema_lengths[0] if snapshots is not None else None
     hparams = trained_on if args.source is None else {**trained_on, "source": args.source}
     return models, DiffusionDataModule.from_hparams(hparams)
 
@@ -245,7 +293,14 @@ def start_wandb(args: Any, settings: SweepSettings) -> Any:
             **dataclasses.asdict(settings),
             **{
                 key: args[key]
-                for key in ("denoiser", "features", "inception_weights", "source", "allow_cross_data")
+                for key in (
+                    "denoiser",
+                    "features",
+                    "feature_weights",
+                    "source",
+                    "allow_cross_data",
+                    "guide_ema_length",
+                )
             },
             **{role.name: args[role.name] for role in registered_roles()},  # every role's checkpoint path(s)
         },
@@ -270,6 +325,7 @@ def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]
     from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
 
     settings = sweep_settings(args, typed)
+    check_snapshot_inputs(args)
     if args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}.")
     out = output_folder(args.out)

@@ -93,7 +93,7 @@ def test_inception_features_offline_without_weights_name_both_ways_out(files, tm
         evaluate.main(inception_sweep(files, tmp_path / "sweep", weights=False))
     message = str(exit_info.value.code)
     assert "\n" not in message and "Name or service not known" in message
-    assert inception_weights_url() in message and "--inception_weights PATH" in message
+    assert inception_weights_url() in message and "--feature_weights PATH" in message
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in message  # where to put the file
     assert "network" in message  # or run once where the download works
 
@@ -101,9 +101,9 @@ def test_inception_features_offline_without_weights_name_both_ways_out(files, tm
 @pytest.mark.parametrize(
     ("name", "inputs", "message"),
     [
-        ("clip", {}, "unknown features 'clip'; choose from evaluator, inception"),
+        ("clipp", {}, r"'clipp' \(did you mean clip\?\); choose from evaluator, inception, dinov2, clip"),
         ("evaluator", {}, "pass --evaluator PATH"),
-        ("inception", {"inception_weights": "missing.pth"}, "'missing.pth' is not a file"),
+        ("inception", {"weights": "missing.pth"}, "'missing.pth' is not a file"),
     ],
 )
 def test_bad_feature_choices_are_clear_errors(name, inputs, message):

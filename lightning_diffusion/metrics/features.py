@@ -1,5 +1,6 @@
-"""Feature extractors for sample metrics, chosen by name: the project's evaluator, or Inception-V3 via
-torch-fidelity exactly as the reference FID computes it.
+"""Feature extractors for sample metrics, chosen by name: the project's evaluator, Inception-V3 via
+torch-fidelity exactly as the reference FID computes it, or DINOv2 and CLIP ViT-L/14 through timm
+(``metrics.vit_features``: FD_DINOv2 in the ``fid`` column, CMMD in ``cmmd``).
 
 An extractor maps images in [-1, 1] to ``features`` (N, D) for FID and precision/recall and to
 ``logits`` (N, K) for the Inception Score and class accuracy. Its ``name`` identifies the network and
@@ -21,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_diffusion.config import ConfigError, did_you_mean
+
+WEIGHTS_FLAG = "--feature_weights (alias --inception_weights)"
 
 
 class FeatureExtractor(Protocol):
@@ -64,7 +67,7 @@ class InceptionFeatures:
 
         if weights_path is not None and not Path(weights_path).is_file():
             raise ConfigError(
-                f"--inception_weights {str(weights_path)!r} is not a file; pass the path of torch-fidelity's "
+                f"{WEIGHTS_FLAG} {str(weights_path)!r} is not a file; pass the path of torch-fidelity's "
                 f"Inception-V3 weights ({inception_weights_url()}), or leave it out to download them."
             )
         try:
@@ -106,7 +109,7 @@ def inception_download_failed(error: OSError) -> str:
     return (
         f"Inception-V3 features need torch-fidelity's weights, and downloading them failed ({error}). "
         f"Either download {inception_weights_url()} on a machine with internet and pass the file with "
-        f"--inception_weights PATH (or copy it to {hub_weights_file()}, where torch's hub cache looks "
+        f"--feature_weights PATH (or copy it to {hub_weights_file()}, where torch's hub cache looks "
         "first), or run once where the network reaches github.com so that torch-fidelity caches it there "
         "(set TORCH_HOME to choose the cache folder)."
     )
@@ -115,11 +118,12 @@ def inception_download_failed(error: OSError) -> str:
 @dataclass
 class FeatureInputs:
     """What an extractor may be built from: the loaded evaluator with its checkpoint path, and a local
-    Inception-V3 weights file (None: download into the hub cache)."""
+    weights file of the feature network (``--feature_weights``, alias ``--inception_weights``; None:
+    download into the library's cache)."""
 
     evaluator: nn.Module | None = None
     evaluator_path: str | Path | None = None
-    inception_weights: str | Path | None = None
+    weights: str | Path | None = None
 
     @cached_property
     def evaluator_features(self) -> EvaluatorFeatures | None:
@@ -130,23 +134,48 @@ class FeatureInputs:
 
 
 def _evaluator(inputs: FeatureInputs) -> FeatureExtractor:
+    if inputs.weights is not None:
+        raise ConfigError(
+            f"{WEIGHTS_FLAG} is for --features inception, dinov2 or clip; the evaluator's weights are its "
+            "checkpoint (--evaluator). Leave it out, or choose one of those feature networks."
+        )
     if inputs.evaluator_features is None:
         raise ConfigError(
             "features 'evaluator' need an evaluator: pass --evaluator PATH (train one with python train.py "
-            "fit --config configs/<data>/evaluator.yaml), or choose --features inception."
+            "fit --config configs/<data>/evaluator.yaml), or choose --features inception, dinov2 or clip."
         )
-    if inputs.inception_weights is not None:
-        raise ConfigError("--inception_weights is for --features inception; pass both or neither.")
     return inputs.evaluator_features
 
 
 def _inception(inputs: FeatureInputs) -> FeatureExtractor:
-    return InceptionFeatures(inputs.inception_weights)
+    return InceptionFeatures(inputs.weights)
+
+
+def vit_builder(space: str) -> Callable[[FeatureInputs], FeatureExtractor]:
+    """The builder of a timm ViT feature space (``metrics.vit_features.VIT_SPACES``): weights from
+    ``inputs.weights``, else the Hugging Face hub cache; named by space, architecture and weights digest."""
+
+    def build(inputs: FeatureInputs) -> FeatureExtractor:
+        from lightning_diffusion.metrics.vit_features import VIT_SPACES, VitFeatures, hub_weights
+
+        network = VIT_SPACES[space]
+        if inputs.weights is not None and not Path(inputs.weights).is_file():
+            raise ConfigError(
+                f"{WEIGHTS_FLAG} {str(inputs.weights)!r} is not a file; pass timm's weights of "
+                f"{network.hub_repository} (model.safetensors), or leave it out to download them."
+            )
+        weights = Path(inputs.weights) if inputs.weights is not None else hub_weights(space)
+        name = f"{space}:{network.architecture}.{network.tag}:{file_digest(weights)}"
+        return VitFeatures(space, weights, name)
+
+    return build
 
 
 FEATURES: dict[str, Callable[[FeatureInputs], FeatureExtractor]] = {
     "evaluator": _evaluator,
     "inception": _inception,
+    "dinov2": vit_builder("dinov2"),
+    "clip": vit_builder("clip"),
 }
 
 
