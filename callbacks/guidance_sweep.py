@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +10,26 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import WandbLogger
 
+from callbacks.posthoc_ema import PostHocEMA
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import FeatureInputs, build_features
+from lightning_diffusion.registry import load_component
 from lightning_diffusion.sweep import SweepSettings, get_role, load_models, run_sweep
+from lightning_diffusion.sweep.models import averaged_checkpoint
 from lightning_diffusion.sweep.prompts import data_prompts
 from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
+
+
+def posthoc_ema_of(trainer: pl.Trainer) -> PostHocEMA:
+    """The trainer's ``PostHocEMA`` callback, from whose snapshots an EMA-length sweep rebuilds weights."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, PostHocEMA):
+            return callback
+    raise ConfigError(
+        "GuidanceSweep with ema_lengths sweeps EMA lengths rebuilt from post-hoc EMA snapshots, and this "
+        "trainer has no PostHocEMA callback; add it (--config configs/trainer/posthoc_ema.yaml) or drop "
+        "ema_lengths."
+    )
 
 
 def validated_model(trainer: pl.Trainer, pl_module: pl.LightningModule) -> pl.LightningModule:
@@ -43,7 +59,10 @@ class GuidanceSweep(pl.Callback):
     ``guide`` are shorthands for two of them. Each is checked against the trained model's data (unless
     ``allow_cross_data``) before the first sample of each sweep. Samples are prompted as in ``evaluate.py``:
     with the prompt kind the model's condition parts and the methods call for, read from the trainer's
-    data (class labels, or the data's captions for a text-conditional model)."""
+    data (class labels, or the data's captions for a text-conditional model). With ``ema_lengths`` in
+    ``settings`` the periodic sweeps sample the validated weights as before, and at the end of training the
+    sweep runs once more over those EMA lengths, rebuilt from the trainer's ``PostHocEMA`` snapshots, into
+    ``<default_root_dir>/sweeps/posthoc_ema/``."""
 
     def __init__(
         self,
@@ -75,11 +94,41 @@ class GuidanceSweep(pl.Callback):
         self.settings = SweepSettings(**{"num_samples": 200, **(settings or {})})
         self.settings.validate()
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.settings.ema_lengths:
+            posthoc_ema_of(trainer)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        model = validated_model(trainer, pl_module)
+        out = Path(trainer.default_root_dir) / "sweeps" / f"epoch{trainer.current_epoch:04d}"
+        settings = dataclasses.replace(self.settings, ema_lengths=None)
+        self._sweep(trainer, validated_model(trainer, pl_module), pl_module.device, settings, out)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.settings.ema_lengths:
+            return
+        posthoc_ema = posthoc_ema_of(trainer)
+        posthoc_ema.save_snapshot(trainer, pl_module)  # the last step's, whatever the callbacks' order
+        trainer.strategy.barrier()
+        folder = posthoc_ema.folder(trainer)
+        first = self.settings.ema_lengths[0]
+        model = load_component(averaged_checkpoint(folder, first), kind=pl_module.component_kind)
+        out = Path(trainer.default_root_dir) / "sweeps" / "posthoc_ema"
         device = pl_module.device
+        self._sweep(trainer, model.to(device), device, self.settings, out, snapshots=folder)
+
+    def _sweep(
+        self,
+        trainer: pl.Trainer,
+        model: pl.LightningModule,
+        device: Any,
+        settings: SweepSettings,
+        out: Path,
+        snapshots: Path | None = None,
+    ) -> None:
+        """Sweep ``model`` on ``device`` with ``settings`` into ``out`` (``snapshots``: its post-hoc EMA
+        folder)."""
         evaluator = self.feature_inputs.evaluator
         if evaluator is not None:
             evaluator.to(device)
@@ -93,16 +142,17 @@ class GuidanceSweep(pl.Callback):
             loaded={"evaluator": evaluator},
             extractor=self.extractor,
         )
-        out = Path(trainer.default_root_dir) / "sweeps" / f"epoch{trainer.current_epoch:04d}"
+        if snapshots is not None:
+            models.snapshots, models.ema = snapshots, settings.ema_lengths[0]
         wandb_runs = [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         run = wandb_runs[0] if wandb_runs and trainer.is_global_zero else None
-        split = self.settings.real_split
-        prompts = data_prompts(models, datamodule, split, self.settings.plans())
+        split = settings.real_split
+        prompts = data_prompts(models, datamodule, split, settings.plans())
         was_training = model.training
         model.eval()
         rows = run_sweep(
             models,
-            self.settings,
+            settings,
             out,
             real_batches=lambda n: datamodule.real_batches(split, n),
             reference_id=datamodule.reference_id(),

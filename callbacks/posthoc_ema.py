@@ -119,4 +119,3 @@ class PostHocEMA(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = dict(state_dict) or None
-

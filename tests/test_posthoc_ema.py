@@ -66,10 +66,12 @@ def test_solve_weights_is_exact_on_a_snapshot_profile() -> None:
     assert weights == pytest.approx([0, 0, 0, 1], abs=1e-6) and error < 1e-6
 
 
-def train_snapshots(folder: Path, steps: int = 400, every: int = 25, extra: float | None = None) -> dict:
+def train_snapshots(
+    folder: Path, steps: int = 400, every: int = 25, extra: float | None = None, data: dict | None = None
+) -> dict:
     """A tiny denoiser whose weights random-walk (like SGD) for ``steps`` steps, snapshots of profiles 0.05
-    and 0.10 every ``every`` steps in ``folder``; returns the last tracked averages (and an ``extra``
-    profile tracked beside them, not in the snapshots)."""
+    and 0.10 every ``every`` steps in ``folder`` (``data``: their data record); returns the last tracked
+    averages (and an ``extra`` profile tracked beside them, not in the snapshots)."""
     model = tiny_denoiser()
     tracked = PowerEMA(model, [0.05, 0.10])
     held_out = PowerEMA(model, [extra]) if extra is not None else None
@@ -85,7 +87,8 @@ def train_snapshots(folder: Path, steps: int = 400, every: int = 25, extra: floa
             held_out.update(step)
         if step % every == 0:
             buffers = {n: b for n, b in model.state_dict().items() if n not in parameters}
-            write_snapshot(folder, step, component, {"source": "test"}, tracked.state_dict(), buffers)
+            record = {"source": "test"} if data is None else data
+            write_snapshot(folder, step, component, record, tracked.state_dict(), buffers)
     return {
         "tracked": tracked.average_state_dicts(),
         "held_out": held_out.average_state_dicts()[0] if held_out is not None else None,

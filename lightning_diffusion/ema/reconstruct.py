@@ -113,9 +113,7 @@ def averaged_state_dict(result: Fit) -> dict[str, Tensor]:
     return {**buffers, **{name: tensor.to(dtypes[name]) for name, tensor in total.items()}}
 
 
-def reconstructed_checkpoint(
-    folder: str | Path, sigma_rel: float, max_error: float = MAX_FIT_ERROR
-) -> Path:
+def reconstructed_checkpoint(folder: str | Path, sigma_rel: float, max_error: float = MAX_FIT_ERROR) -> Path:
     """The checkpoint of the component averaged at ``sigma_rel`` from the snapshots in ``folder``: read from
     the cache when the same snapshot set was rebuilt at that length before, else rebuilt and cached
     (atomically) as ``<folder>/reconstructed/ema<σ_rel>-<digest>.ckpt``."""
@@ -151,3 +149,18 @@ def reconstruct(
     """The component of the snapshots in ``folder`` with its parameters averaged at EMA length
     ``sigma_rel`` (rebuilt once, then read from the cache), in eval mode."""
     return load_component(reconstructed_checkpoint(folder, sigma_rel, max_error), map_location=map_location)
+
+
+def check_lengths(folder: str | Path | None, lengths: Sequence[float], denoiser: Any = None) -> None:
+    """Refuse, before a sweep samples, EMA lengths without a snapshot folder (``denoiser`` names the plain
+    checkpoint given instead) or that its snapshots cannot express."""
+    if folder is None:
+        raise ConfigError(
+            f"EMA lengths {list(lengths)} (--ema_lengths) rebuild the denoiser from post-hoc EMA snapshots, "
+            f"and {denoiser or 'the denoiser'} is a plain checkpoint (no snapshots); train with "
+            "callbacks.PostHocEMA (--config configs/trainer/posthoc_ema.yaml) and pass its snapshot folder "
+            "(<run>/posthoc_ema) as --denoiser, or leave out --ema_lengths."
+        )
+    snapshots = read_snapshots(folder)
+    for sigma_rel in lengths:
+        fit(snapshots, sigma_rel)

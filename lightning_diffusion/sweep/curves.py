@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lightning_diffusion.metrics import TradeOff, column, trade_offs
-from lightning_diffusion.sweep.frontier import FRONTS, methods_of, pareto_front
+from lightning_diffusion.sweep.frontier import FRONTS, pareto_front
 
 PANELS = trade_offs()  # (x, y, front) of each panel, in the order the metrics registered them
 MARKERS = "osD^vP*X"
@@ -27,11 +27,11 @@ def curves_figure(rows: Sequence[dict[str, Any]]) -> Figure:
     axes = figure.subplots(1, len(PANELS))
     styles = {
         method: (f"C{index % 10}", MARKERS[index // 10 % len(MARKERS)])
-        for index, method in enumerate(methods_of(rows))
+        for index, method in enumerate(dict.fromkeys(map(curve_of, rows)))
     }
     for axis, panel in zip(axes, PANELS, strict=True):
         for method, (colour, marker) in styles.items():
-            rows_of_method = [row for row in rows if row["method"] == method]
+            rows_of_method = [row for row in rows if curve_of(row) == method]
             draw_method(axis, rows_of_method, panel, method, colour, marker)
         if not axis.has_data():
             axis.text(0.5, 0.5, f"no rows with {panel.x} and {panel.y}", ha="center",
@@ -45,6 +45,11 @@ def curves_figure(rows: Sequence[dict[str, Any]]) -> Figure:
         axes[0].legend(title="method")
     figure.tight_layout()
     return figure
+
+
+def curve_of(row: dict[str, Any]) -> str:
+    """The curve a row is drawn on: its method, one curve per EMA length where rows have one."""
+    return row["method"] if row.get("ema") is None else f"{row['method']} σ_rel={row['ema']:g}"
 
 
 def draw_method(

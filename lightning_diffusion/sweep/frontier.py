@@ -15,7 +15,7 @@ from lightning_diffusion.metrics import Column, column, columns, trade_offs
 ACCURACY_LEVELS = (0.90, 0.95, 0.99)
 ACCURACY_TOLERANCE = 1e-6  # class accuracy is a float32 mean: 19 of 20 correct reads 0.9499999881
 REPORTED = tuple(entry.name for entry in columns() if entry.frontier)  # beside the best FID, e.g. recall
-FRONTIER_KEYS = ("method", "min_class_accuracy", "fid", "class_accuracy", "scale", *REPORTED, "nfe")
+FRONTIER_KEYS = ("method", "min_class_accuracy", "fid", "class_accuracy", "scale", "ema", *REPORTED, "nfe")
 
 PRECISION, RECALL, FID, CLASS_ACCURACY = (
     column(name) for name in ("precision", "recall", "fid", "class_accuracy")
@@ -58,8 +58,9 @@ def fronts_by_method(
 
 def frontier_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method and accuracy level, the row with the lowest FID among those whose class accuracy is at
-    least the level: its FID, class accuracy, scale, the ``REPORTED`` columns (recall, Vendi score) and NFE
-    (None where no row qualifies, e.g. unconditional or text rows without class accuracy)."""
+    least the level: its FID, class accuracy, scale, EMA length (scale and length chosen jointly over a
+    method's rows), the ``REPORTED`` columns (recall, Vendi score) and NFE (None where no row qualifies, e.g.
+    unconditional or text rows without class accuracy)."""
     table = []
     for method in methods_of(rows):
         for level in ACCURACY_LEVELS:

@@ -8,9 +8,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightning_diffusion import distributed
 from lightning_diffusion.compatibility import Trained, check_together, recorded_data
 from lightning_diffusion.config import ConfigError
+from lightning_diffusion.ema.reconstruct import check_lengths, reconstructed_checkpoint
 from lightning_diffusion.metrics import EvaluatorFeatures, FeatureExtractor, FeatureInputs, build_features
+from lightning_diffusion.registry import read_checkpoint
 from lightning_diffusion.sweep.plans import RowPlan
 from lightning_diffusion.sweep.prompts import Prompts
 from lightning_diffusion.sweep.roles import get_role, registered_roles
@@ -27,7 +30,9 @@ class SweepModels(Mapping[str, Any]):
     accuracy comes from its logits, and is None without one (Inception's ImageNet logits know nothing of
     the data's classes). ``paths`` and ``data`` hold, by role (and ``"denoiser"``), the checkpoint paths
     and the data records the models were trained on (for messages, the run config and the compatibility
-    checks); ``allow_cross_data`` lets models of different data be combined on purpose."""
+    checks); ``allow_cross_data`` lets models of different data be combined on purpose. ``snapshots`` is the
+    denoiser's post-hoc EMA snapshot folder, from which ``use_ema`` gives it the weights of a row's EMA length
+    (``ema``: the length it holds now, None as loaded)."""
 
     denoiser: Any
     extractor: FeatureExtractor | None
@@ -36,6 +41,8 @@ class SweepModels(Mapping[str, Any]):
     paths: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     allow_cross_data: bool = False
+    snapshots: Any = None
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         for name in self.roles:
@@ -72,12 +79,30 @@ class SweepModels(Mapping[str, Any]):
         evaluator = self.get("evaluator")
         return evaluator if getattr(evaluator, "attribute_sizes", None) else None
 
+    def use_ema(self, sigma_rel: float | None) -> None:
+        """Load the denoiser's weights averaged at EMA length ``sigma_rel`` from its snapshots into it in
+        place (samplers built on it follow), rebuilt once and cached on disk by rank 0; None: keep them."""
+        if sigma_rel is None or sigma_rel == self.ema:
+            return
+        averaged = read_checkpoint(averaged_checkpoint(self.snapshots, sigma_rel))
+        self.denoiser.load_state_dict(averaged["state_dict"])
+        self.ema = sigma_rel
+
     def trained(self, role: str) -> Trained:
         """The model of ``role`` (or the denoiser) with what it was trained on, named for messages."""
         model = self.denoiser if role == DENOISER else self[role]
         path = self.paths.get(role)
         where = "" if path is None else f" ({', '.join(map(str, path)) if isinstance(path, list) else path})"
         return Trained(f"the {role}{where}", model, self.data.get(role))
+
+
+def averaged_checkpoint(folder: Any, sigma_rel: float) -> Any:
+    """The checkpoint of the snapshots in ``folder`` averaged at ``sigma_rel``: rebuilt and cached by rank 0
+    while the other ranks wait, then read from the cache by every rank."""
+    if distributed.rank() == 0:
+        reconstructed_checkpoint(folder, sigma_rel)
+    distributed.barrier()
+    return reconstructed_checkpoint(folder, sigma_rel)
 
 
 def load_models(
@@ -141,3 +166,6 @@ def check_compatible(models: SweepModels, plans: Sequence[RowPlan], prompts: Pro
             role.check(models)
     for plan in plans:
         plan.method.check(models, plan, prompts)
+    lengths = list(dict.fromkeys(plan.ema for plan in plans if plan.ema is not None))
+    if lengths:
+        check_lengths(models.snapshots, lengths, models.paths.get(DENOISER))

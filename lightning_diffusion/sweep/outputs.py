@@ -15,16 +15,17 @@ from lightning_diffusion.atomic import atomic_write
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import METRIC_KEYS
 
-ROW_KEYS = ("method", "scale", *METRIC_KEYS, "nfe", "seconds")
+ROW_KEYS = ("method", "scale", *METRIC_KEYS, "nfe", "seconds", "ema")
 
 
-def row_key(row: dict[str, Any]) -> tuple[str, float]:
-    """What identifies a row in a sweep's table: its method (row label) and guidance scale."""
-    return row["method"], float(row["scale"])
+def row_key(row: dict[str, Any]) -> tuple[str, float | None, float]:
+    """What identifies a row in a sweep's table: its method (row label), EMA length (None: the checkpoint's
+    own weights) and guidance scale."""
+    return row["method"], row.get("ema"), float(row["scale"])
 
 
 def merge_rows(on_disk: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows on disk that ``rows`` does not replace (same method and scale), then ``rows``."""
+    """The rows on disk that ``rows`` does not replace (same method, EMA length and scale), then ``rows``."""
     replaced = {row_key(row) for row in rows}
     return [row for row in on_disk if row_key(row) not in replaced] + rows
 

@@ -30,6 +30,7 @@ class RowPlan:
     modifiers: Mapping[str, Any]
     scales: tuple[float, ...]
     sampler: SamplerSpec
+    ema: float | None = None  # the denoiser's EMA length sigma_rel, rebuilt from post-hoc EMA snapshots
 
     @property
     def roles(self) -> tuple[str, ...]:

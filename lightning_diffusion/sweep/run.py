@@ -105,12 +105,12 @@ def run_sweep(
     check_compatible(models, plans, prompts)
     out = Path(out)
     rows = distributed.broadcast_object(outputs.read_rows(out))
-    done = {(row["method"], float(row["scale"])) for row in rows}
+    done = {outputs.row_key(row) for row in rows}
     planned = [
-        (plan.label, plan.method, scale, plan.method.sampler(models, plan, scale))
+        (plan.label, plan.method, scale, plan.method.sampler(models, plan, scale), plan.ema)
         for plan in plans
         for scale in plan.scales
-        if (plan.label, scale) not in done
+        if (plan.label, plan.ema, scale) not in done
     ]
     denoiser = models.denoiser
     device = next(denoiser.parameters()).device
@@ -136,7 +136,8 @@ def run_sweep(
         while len(pool) < len(entries):
             pool.append(SampleMetrics(real.shape[1]).to(device))
             pool[-1].update_real(real[rank::world].to(device))
-        group = ScaleGroup([sampler for *_, sampler in entries])
+        models.use_ema(entries[0][4])  # the rows of one EMA length are planned together
+        group = ScaleGroup([entry[3] for entry in entries])
         runs = [ScaleRun(*entry, metrics) for entry, metrics in zip(entries, pool, strict=False)]
         for run in runs:
             run.metrics.reset_generated()
@@ -174,19 +175,20 @@ def run_sweep(
 
 @dataclass
 class ScaleRun:
-    """One (row, scale) being sampled: its label, method, scale and sampler, the metrics it feeds, the
-    samples it keeps and its seconds besides sampling (drawing prompts, metrics)."""
+    """One (row, scale) being sampled: its label, method, scale, sampler and EMA length, the metrics it feeds,
+    the samples it keeps and its seconds besides sampling (drawing prompts, metrics)."""
 
     label: str
     method: SweepMethod
     scale: float
     sampler: RowSampler
+    ema: float | None
     metrics: SampleMetrics
     kept: Kept = field(default_factory=Kept)
     seconds: float = 0.0
 
 
-Planned = tuple[str, SweepMethod, float, RowSampler]
+Planned = tuple[str, SweepMethod, float, RowSampler, float | None]  # label, method, scale, sampler, EMA
 
 
 def _groups(
@@ -199,7 +201,7 @@ def _groups(
     """The planned (row, scale) entries in order: a row's pending scales together where they share a
     trajectory prefix (``sweep.sharing``; probed on this rank's first batch), each alone otherwise."""
     groups: list[list[Planned]] = []
-    for _, same_row in itertools.groupby(planned, key=lambda entry: entry[0]):
+    for _, same_row in itertools.groupby(planned, key=lambda entry: (entry[0], entry[4])):
         entries = list(same_row)
         if settings.share_trajectories and len(entries) > 1 and indices:
             generators = sample_generators(settings.seed, indices[: settings.batch_size], device)
@@ -235,13 +237,14 @@ def _finish(
     row = {
         "method": run.label,
         "scale": run.scale,
+        "ema": run.ema,
         **values,
         "nfe": evaluations / settings.num_samples,
         "seconds": seconds,
     }
     rows.append(row)
     if rank == 0:
-        tag = f"{run.label}_{scale_tag(run.scale)}"
+        tag = f"{run.label}{'' if run.ema is None else f'_ema{run.ema:g}'}_{scale_tag(run.scale)}"
         grid_labels = labels[: settings.grid_size] if labels is not None else None
         grid = sorted_grid(samples[: settings.grid_size], grid_labels)  # by index
         grid_path = save_grid(grid, out / f"grid_{tag}.png")

@@ -18,6 +18,7 @@ from typing import Any
 from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.diffusion import SamplerSpec
+from lightning_diffusion.ema.profiles import gamma_of
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sweep.methods import get_sweep_method, methods_taking
 from lightning_diffusion.sweep.plans import RowPlan
@@ -57,6 +58,7 @@ class SweepSettings:
     upsampler_scale: float | None = None
     prior_scale: float | None = None
     prior_candidates: int | None = None
+    ema_lengths: list[float] | None = None  # sigma_rel: every row once per EMA length of a snapshot denoiser
 
     def __post_init__(self) -> None:
         self.sampler = SamplerSpec.of(self.sampler)
@@ -64,9 +66,9 @@ class SweepSettings:
     def plans(self) -> list[RowPlan]:
         """The sweep's rows resolved: method, parsed options, modifiers (the sweep-wide ones it uses filled
         in), scales and sampler; a row's unknown key, option or modifier is refused."""
-        return [self._plan(entry) for entry in self.methods]
+        return [self._plan(entry, ema) for ema in self.ema_lengths or [None] for entry in self.methods]
 
-    def _plan(self, entry: str | Mapping[str, Any]) -> RowPlan:
+    def _plan(self, entry: str | Mapping[str, Any], ema: float | None = None) -> RowPlan:
         entry = _row_entry(entry)
         method = get_sweep_method(entry["method"])
         interval = entry.get("interval")
@@ -92,6 +94,7 @@ class SweepSettings:
             modifiers=modifiers,
             scales=tuple(float(scale) for scale in self._scales(label, entry["method"])),
             sampler=self.sampler,
+            ema=ema,
         )
 
     def _scales(self, label: str, method: str) -> list[float]:
@@ -104,7 +107,7 @@ class SweepSettings:
         """Refuse settings that cannot make a sweep, or that no row would use, with the fix."""
         self._check_numbers()
         plans = self.plans()
-        labels = [plan.label for plan in plans]
+        labels = [plan.label for plan in plans if plan.ema == plans[0].ema]  # rows repeat per EMA length
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ConfigError(
@@ -155,6 +158,14 @@ class SweepSettings:
             check_aug_level(self.aug_level)
         if self.prior_candidates is not None:
             check_candidates(self.prior_candidates)
+        if self.ema_lengths is not None:
+            if not self.ema_lengths or len(set(self.ema_lengths)) != len(self.ema_lengths):
+                raise ConfigError(
+                    f"ema_lengths must be distinct EMA lengths sigma_rel, got {self.ema_lengths}; e.g. "
+                    "--ema_lengths '[0.025, 0.05, 0.1, 0.2]'."
+                )
+            for sigma_rel in self.ema_lengths:
+                gamma_of(sigma_rel)
 
     def _unused(self, plans: list[RowPlan]) -> dict[str, str]:
         """Each sweep-wide setting that no row uses, with the reason to refuse it: the interval without an
