@@ -8,6 +8,7 @@ python -m lightning_diffusion upsampler-fidelity runs/fashion_mnist/upsampler/ch
 python -m lightning_diffusion vocab --config CONFIG.yaml    # the vocab: of a text encoder for its data
 python -m lightning_diffusion prior-quality runs/shapes/prior/checkpoints/last.ckpt --scales 1 3
 python -m lightning_diffusion variations runs/shapes/unclip_decoder/checkpoints/last.ckpt --scale 3
+python -m lightning_diffusion thin-snapshots runs/fashion_mnist/denoiser/posthoc_ema --keep 8
 """
 
 from __future__ import annotations
@@ -364,7 +365,25 @@ def build_parser() -> argparse.ArgumentParser:
         "vocab", help="print the caption vocabulary of a training config's data (for a text encoder's vocab)"
     )
     vocab.add_argument("--config", required=True, help="training YAML whose data section to read")
+    thin = commands.add_parser(
+        "thin-snapshots", help="keep N post-hoc EMA snapshots spread over its steps, delete the rest"
+    )
+    thin.add_argument("folder", help="snapshot folder written by callbacks.PostHocEMA")
+    thin.add_argument("--keep", type=positive_int, required=True, help="snapshots to keep (first, last too)")
     return parser
+
+
+def thin_snapshot_folder(folder: str, keep: int) -> None:
+    """Delete all but ``keep`` snapshots (and the reconstructions cached from the full set); say what went."""
+    import shutil
+
+    from lightning_diffusion.ema.reconstruct import CACHE_FOLDER
+    from lightning_diffusion.ema.snapshots import thin_snapshots
+
+    removed = thin_snapshots(folder, keep)
+    if removed:
+        shutil.rmtree(Path(folder) / CACHE_FOLDER, ignore_errors=True)
+    print(f"removed {len(removed)} snapshots from {folder}; {keep if removed else 'all'} kept")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -380,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
             prior_quality(args)
         elif args.command == "variations":
             variations(args)
+        elif args.command == "thin-snapshots":
+            thin_snapshot_folder(args.folder, args.keep)
         else:
             sample_grid(args)
     except ConfigError as error:

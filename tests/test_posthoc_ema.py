@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from tiny import quiet_trainer, tiny_denoiser
+from tiny import quiet_trainer, run_module, tiny_denoiser
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -217,3 +217,14 @@ def test_callback_snapshots_are_self_describing(tmp_path: Path) -> None:
     assert content["lightning_diffusion"]["kind"] == "denoiser"
     assert [profile["sigma_rel"] for profile in content["posthoc_ema"]["profiles"]] == [0.05, 0.10]
     assert content["posthoc_ema"]["profiles"][0]["gamma"] == pytest.approx(16.97, abs=0.01)
+
+
+def test_thin_snapshots_command(tmp_path: Path) -> None:
+    train_snapshots(tmp_path, steps=100)
+    reconstructed_checkpoint(tmp_path, 0.07)
+    done = run_module("thin-snapshots", str(tmp_path), "--keep", "2")
+    assert done.returncode == 0 and "removed 2 snapshots" in done.stdout, done.stderr
+    assert [s.step for s in read_snapshots(tmp_path)] == [25, 100]
+    assert not (tmp_path / "reconstructed").exists()
+    refused = run_module("thin-snapshots", str(tmp_path / "none"), "--keep", "2")
+    assert refused.returncode == 1 and "is not a folder of post-hoc EMA snapshots" in refused.stderr
