@@ -25,13 +25,19 @@ COLUMNS = ("fid", "fid_inf", "kid", "cmmd", "precision", "recall")
 
 
 def write_random_vit_weights(space: str, path: Path) -> str:
-    """The space's timm architecture shrunk to ``TINY`` at its pretrained input size, random weights,
-    saved as safetensors (loading resamples the position embedding to the space's input size)."""
+    """The space's timm architecture shrunk to ``TINY`` at its pretrained input size with random weights of
+    unit gain (layer scales 1, linear maps N(0, 1 / fan-in): the CLS token then depends on the image), saved
+    as safetensors (loading resamples the position embedding to the space's input size)."""
     import timm
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
     model = timm.create_model(VIT_SPACES[space].architecture, pretrained=False, **TINY)
+    for name, parameter in model.named_parameters():
+        if name.endswith("gamma"):  # DINOv2's layer scale starts at 1e-5: the blocks would add nothing
+            parameter.data.fill_(1.0)
+        elif parameter.ndim >= 2 and "embed" not in name.split(".")[-1]:
+            parameter.data.normal_(0, parameter[0].numel() ** -0.5)
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(path))
     return str(path)
 
@@ -69,6 +75,7 @@ def test_a_sweep_row_under_each_vit_feature_space_is_complete_and_cached(
     (row,) = evaluate.main(sweep(files, space, tmp_path / "first", "--feature_weights", files[space]))
     print(space, {key: row[key] for key in (*COLUMNS, "inception_score")})
     assert all(row[key] is not None and math.isfinite(row[key]) for key in COLUMNS), row
+    assert row["fid"] > 1e-3 and row["cmmd"] > 0  # the features see the images
     assert f"8 real images encoded with {space}:{VIT_SPACES[space].architecture}" in caplog.text
     (cached,) = (tmp_path / "cache").glob("real_*.pt")
     features = torch.load(cached, weights_only=True)["features"]
