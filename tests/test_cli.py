@@ -97,10 +97,10 @@ def encoder_checkpoint_for(config: Path, model_args: dict, path: Path) -> str:
     return str(path)
 
 
-def teacher_checkpoint_for(config: Path, model: dict, path: Path) -> str:
-    """A small untrained CFG teacher checkpoint for the data of ``config``, for configs naming a distilled
-    student's ``teacher`` (a progressive round's teacher is a stage-1 student of it)."""
-    datamodule = training_datamodule(str(config))
+def teacher_checkpoint_for(config: Path, model: dict, path: Path, datamodule=None) -> str:
+    """A small untrained CFG teacher checkpoint for the data of ``config`` (or ``datamodule``), for configs
+    naming a distilled student's ``teacher`` (a progressive round's teacher is a stage-1 student of it)."""
+    datamodule = datamodule or training_datamodule(str(config))
     net = UNet(in_channels=datamodule.image_shape[0], channels=(8, 16), num_res_blocks=1, cond_dim=16)
     teacher = Denoiser(net, image_shape=datamodule.image_shape, num_classes=datamodule.num_classes)
     if model["class_path"].endswith("ProgressiveDenoiser"):

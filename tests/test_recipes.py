@@ -133,7 +133,8 @@ def test_recipe_parses_and_builds(config, cifar_dir, imagenet_root, tmp_path):
         *(NARROW_IMAGENET_NET if config == IMAGENET_DENOISER else []),
     ]
     if "teacher" in content["model"]["init_args"]:  # a distilled student: a small teacher of its data
-        teacher = teacher_checkpoint_for(config, content["model"], tmp_path / "teacher.ckpt")
+        stand_in = DiffusionDataModule(CIFAR10(data_dir=str(cifar_dir)))
+        teacher = teacher_checkpoint_for(config, content["model"], tmp_path / "teacher.ckpt", stand_in)
         args += ["--model.init_args.teacher", teacher]
     cli = train.main(args=args, run=False)
     assert tuple(cli.datamodule.image_shape) == tuple(cli.model.image_shape)
