@@ -168,10 +168,13 @@ def _config_arguments(argv: Sequence[str]) -> list[str]:
 
 def typed_settings(parser: ArgumentParser, argv: Sequence[str], args: Any) -> set[str]:
     """The sweep settings the command line set, as opposed to a --config file or the defaults: those whose
-    value differs from the one parsed from the --config files alone."""
+    flag it names (``--interval``, ``--sampler.steps``), even with the config's own value, and those whose
+    value differs from the one parsed from the --config files alone (abbreviated flags)."""
     files = parser.parse_args([*_config_arguments(argv), "--denoiser", args.denoiser, "--out", args.out])
     given, configured = args.as_dict(), files.as_dict()
-    return {name for name in SweepSettings.__dataclass_fields__ if given[name] != configured[name]}
+    named = {arg[2:].partition("=")[0].split(".")[0] for arg in argv if arg.startswith("--")}
+    fields = SweepSettings.__dataclass_fields__
+    return {name for name in fields if name in named or given[name] != configured[name]}
 
 
 def sweep_settings(args: Any, typed: Collection[str] | None = None) -> SweepSettings:
