@@ -108,6 +108,7 @@ def test_a_shipped_sweep_config_narrowed_to_cfg_runs_with_its_cfg_scales(checkpo
     ("typed", "message"),
     [
         (["--interval", "[0.1, 1]"], "--interval is the guidance interval of the"),
+        (["--interval", "[0.3, 5.0]"], "--interval is the guidance interval of the"),  # the config's value
         (["--scales", "{cfg: [1], cgf: [2]}"], r"scales are given for \['cgf'\]"),
         (["--aug_level", "0.1"], "aug_level is a setting of the methods cascade"),
     ],
