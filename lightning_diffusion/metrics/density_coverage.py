@@ -10,7 +10,9 @@ samples crowd dense regions); coverage is the fraction of real balls that hold a
 cannot exceed 1 by piling samples onto a few modes. Balls are closed (distance <= radius), as in
 torch-fidelity's precision/recall. Distances are taken ``block`` real rows at a time, so memory stays at
 block x M distances. In a sweep the real balls' radii are computed once per reference set (kept across
-rows), so a row costs one N x M x D distance pass over the gathered features.
+rows), so a row costs one N x M x D distance pass over the gathered features. Resampled (bootstrap) values
+keep the real balls' radii and redraw which balls and which samples take part (density counts a ball as
+often as its real feature is drawn).
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_diffusion.metrics.registry import BLOCK_ROWS, Column, Gathered, RowMetric, register_metric
+from lightning_diffusion.metrics.registry import (
+    BLOCK_ROWS,
+    PAIRWISE_LIMIT,
+    Column,
+    Gathered,
+    Resamples,
+    RowMetric,
+    memo,
+    register_metric,
+)
 
 DENSITY_NEIGHBOURHOOD = 5  # k of the paper's experiments
 
@@ -77,3 +88,22 @@ class DensityCoverage(RowMetric):
             gathered.real, gathered.generated, self.real_radii, DENSITY_NEIGHBOURHOOD, BLOCK_ROWS
         )
         return {"density": density, "coverage": coverage}
+
+    def resampled(self, gathered: Gathered, draws: Resamples) -> dict[str, Tensor]:
+        real, generated = gathered.real, gathered.generated
+        if len(real) <= DENSITY_NEIGHBOURHOOD or len(real) * len(generated) > PAIRWISE_LIMIT:
+            return {}
+        radii = memo(self, "radii", (real,), lambda: real_ball_radii(real, DENSITY_NEIGHBOURHOOD, BLOCK_ROWS))
+        inside = torch.cat(
+            [
+                (torch.cdist(rows, generated) <= row_radii[:, None]).float()
+                for rows, row_radii in zip(real.split(BLOCK_ROWS), radii.split(BLOCK_ROWS), strict=True)
+            ]
+        )  # (N, M): generated j inside real i's ball
+        generated_counts, real_counts = draws.generated_counts(), draws.real_counts()
+        balls = (real_counts.float() @ inside).double()  # (B, M): drawn balls holding each generated sample
+        covered = (generated_counts.float() @ inside.T) > 0  # (B, N): real balls holding a drawn sample
+        return {
+            "density": (balls * generated_counts).sum(dim=1) / (DENSITY_NEIGHBOURHOOD * len(generated)),
+            "coverage": (real_counts * covered).sum(dim=1) / len(real),
+        }

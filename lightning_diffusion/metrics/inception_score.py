@@ -1,14 +1,23 @@
 """Inception Score (Salimans et al. 2016, Sec. 4): exp(E_x KL(p(y|x) || p(y))) from the extractor's
 logits, over one split so that it does not depend on the order in which ranks gather samples (torchmetrics'
-state is the list of logits, concatenated over ranks)."""
+state is the list of logits, concatenated over ranks). Resampled: with c_j the times sample j is drawn,
+p(y) = Σ c_j p(y|x_j) / M and log IS = Σ c_j Σ_y p(y|x_j) log p(y|x_j) / M - Σ_y p(y) log p(y)."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torchmetrics.image.inception import InceptionScore as TorchmetricsInceptionScore
 
 from lightning_diffusion.metrics.features import identity_features
-from lightning_diffusion.metrics.registry import Column, Gathered, RowMetric, TradeOff, register_metric
+from lightning_diffusion.metrics.registry import (
+    Column,
+    Gathered,
+    Resamples,
+    RowMetric,
+    TradeOff,
+    register_metric,
+)
 
 
 @register_metric
@@ -30,3 +39,13 @@ class InceptionScore(RowMetric):
 
     def compute(self, gathered: Gathered) -> dict[str, float | None]:
         return {"inception_score": float(self.inception_score.compute()[0])}
+
+    def resampled(self, gathered: Gathered, draws: Resamples) -> dict[str, Tensor]:
+        logits = gathered.inputs.get("logits")
+        if logits is None:
+            return {}
+        log_p = logits.double().log_softmax(dim=1)
+        counts = draws.generated_counts() / draws.generated.shape[1]  # (B, M), rows sum to 1
+        own = counts @ (log_p.exp() * log_p).sum(dim=1)  # E_x Σ_y p(y|x) log p(y|x)
+        marginal = counts @ log_p.exp()  # (B, classes)
+        return {"inception_score": torch.exp(own - torch.special.xlogy(marginal, marginal).sum(dim=1))}

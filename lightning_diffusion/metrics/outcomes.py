@@ -2,7 +2,8 @@
 of samples the evaluator reads as their conditioning label), CLIP score (Hessel et al. 2021, from a
 separately trained contrastive encoder) and attribute accuracy (the mean fraction of a caption's attributes
 the evaluator reads back). Each is a torchmetrics ``MeanMetric``: sums of values and weights, summed over
-ranks; None where no sample on any rank had the outcome (unconditional samples, no scorer)."""
+ranks; None where no sample on any rank had the outcome (unconditional samples, no scorer). Resampled:
+the mean of the gathered outcomes over each resample."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torchmetrics import MeanMetric
 from lightning_diffusion.metrics.registry import (
     Column,
     Gathered,
+    Resamples,
     RowMetric,
     TradeOff,
     mean_or_none,
@@ -33,6 +35,12 @@ class MeanOutcome(RowMetric):
 
     def compute(self, gathered: Gathered) -> dict[str, float | None]:
         return {self.columns[0].name: mean_or_none(self.mean)}
+
+    def resampled(self, gathered: Gathered, draws: Resamples) -> dict[str, Tensor]:
+        outcomes = gathered.inputs.get(self.consumes[0])
+        if outcomes is None:
+            return {}
+        return {self.columns[0].name: outcomes.double().reshape(-1)[draws.generated].mean(dim=1)}
 
 
 @register_metric

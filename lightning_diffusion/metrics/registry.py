@@ -3,19 +3,29 @@ which way is better, axis label), what it consumes of each generated sample, how
 ranks and the fewest samples it needs, and computes its values. ``SampleMetrics``, the row keys,
 ``frontier.csv``, ``curves.png`` and W&B all read this registry; adding a metric is one file that
 registers itself (``metrics/kid.py`` is the worked example) and its import in ``metrics/__init__.py``.
+
+A metric that can be recomputed from the gathered per-sample data on resampled indices (``Resamples``)
+implements ``resampled``: the sweep's bootstrap intervals, the ``compare`` command and the ties in
+``frontier.csv`` call it, at no extra network evaluation. A metric without it gets no interval.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
 
+import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 BLOCK_ROWS = 10000  # rows of a distance or kernel matrix over the gathered features held at once
+PAIRWISE_LIMIT = 10**8  # entries of a generated x real (or real x real) matrix a resampled metric may hold
+CHUNK_ELEMENTS = 2**25  # elements of per-resample tensors (resamples x samples x dim) held at once
+T = TypeVar("T")
 Reduction = Literal["sum", "cat"]  # torchmetrics states summed over ranks, or concatenated (gathered)
 
 
@@ -50,10 +60,68 @@ class TradeOff:
 @dataclass(frozen=True)
 class Gathered:
     """Every rank's features, gathered once per row for the metrics that need whole sets: the real
-    reference features (N, D) and this row's finite generated samples' features (M, D), float32."""
+    reference features (N, D) and this row's finite generated samples' features (M, D), float32. ``inputs``
+    holds every per-sample input of those samples by name (``features``, ``logits``, outcomes such as
+    ``class_correct``; an input no sample had is absent), row j of each belonging to generated sample j,
+    whose sample index is ``indices[j]`` (ascending; None where the caller did not give indices)."""
 
     real: Tensor
     generated: Tensor
+    inputs: Mapping[str, Tensor] = field(default_factory=dict)
+    indices: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """B resamples with replacement of a row's samples: ``generated`` (B, M) indexes the rows of
+    ``Gathered.generated`` (and of each ``Gathered.inputs`` tensor), ``real`` (B, N) those of
+    ``Gathered.real``. Many metrics read them as counts: how often each sample is drawn."""
+
+    generated: Tensor
+    real: Tensor
+
+    def __len__(self) -> int:
+        return len(self.generated)
+
+    def generated_counts(self) -> Tensor:
+        """(B, M) float64: how many times each generated sample is drawn in each resample."""
+        return _counts(self.generated)
+
+    def real_counts(self) -> Tensor:
+        """(B, N) float64: how many times each real sample is drawn in each resample."""
+        return _counts(self.real)
+
+    @staticmethod
+    def identity(generated: int, real: int, device: torch.device | str = "cpu") -> Resamples:
+        """One "resample" that draws every sample once: the metric on the samples themselves."""
+        return Resamples(
+            torch.arange(generated, device=device)[None], torch.arange(real, device=device)[None]
+        )
+
+    def chunks(self, elements_per_resample: int) -> Iterator[Resamples]:
+        """The resamples in consecutive parts of at most ``CHUNK_ELEMENTS`` elements (at least one
+        resample each), for metrics that materialise a tensor per resample."""
+        size = max(1, CHUNK_ELEMENTS // max(1, elements_per_resample))
+        for first in range(0, len(self), size):
+            yield Resamples(self.generated[first : first + size], self.real[first : first + size])
+
+
+def _counts(indices: Tensor) -> Tensor:
+    counts = torch.zeros(indices.shape, dtype=torch.float64, device=indices.device)
+    return counts.scatter_add_(1, indices, torch.ones_like(counts))
+
+
+def memo(owner: Any, key: str, tensors: tuple[Tensor, ...], make: Callable[[], T]) -> T:
+    """``make()``, kept on ``owner`` while ``tensors`` are the very objects it was made from (weak
+    references: a freed tensor whose memory is reused never matches): e.g. the real features' ball radii,
+    computed once for every row of a sweep that resamples against them."""
+    store = owner.__dict__.setdefault("_memo", {})
+    found = store.get(key)
+    if found is not None and all(ref() is tensor for ref, tensor in zip(found[0], tensors, strict=True)):
+        return found[1]
+    value = make()
+    store[key] = (tuple(weakref.ref(tensor) for tensor in tensors), value)
+    return value
 
 
 class RowMetric(nn.Module):
@@ -86,6 +154,14 @@ class RowMetric(nn.Module):
     def compute(self, gathered: Gathered) -> dict[str, float | None]:
         """The metric's columns over every rank's samples (a collective)."""
         raise NotImplementedError
+
+    def resampled(self, gathered: Gathered, draws: Resamples) -> dict[str, Tensor]:
+        """The metric's columns recomputed on each resample in ``draws`` from the gathered samples alone
+        (no collective, no state): a (B,) float64 tensor per column (NaN where a resample has no value).
+        With ``Resamples.identity`` it is the metric of the samples themselves. A metric that materialises
+        a tensor per resample takes them in ``draws.chunks``; one that would need a pairwise matrix over
+        ``PAIRWISE_LIMIT`` entries returns {}. The default, {}, means the metric has no interval."""
+        return {}
 
     def reset(self) -> None:
         """Forget generated samples: reset every torchmetrics state it holds (one that keeps real-data
