@@ -14,9 +14,13 @@
         --contrastive CLIP --clip_scorer OTHER_CLIP --out runs/shapes/sweep   # the GLIDE comparison
     python evaluate.py --config configs/shapes/unclip_sweep.yaml --denoiser TEXT_DENOISER ... \
         --unclip '[PRIOR.ckpt,DECODER.ckpt]' --out runs/shapes/unclip_sweep   # unCLIP vs GLIDE
+    python evaluate.py ... --seed_sets 3 --bootstrap 1000   # mean/sd/min over 3 noise sets, 95 % intervals
+    python evaluate.py ... --search --search_target 0.95      # successive halving over the scales
 
 Writes sweep.json, sweep.csv, frontier.csv, curves.png and grid_<method>_s<scale>.png into --out (and with
---save_samples the samples as npz); a re-run with the same --out skips finished rows. The model flags
+--save_samples the samples as npz; with --bootstrap the per-sample features that `python -m
+lightning_diffusion compare` reads; with --search each round's sweep in round<r>/ and the result in
+search.json and search.csv); a re-run with the same --out skips finished rows. The model flags
 (--evaluator, --classifier, --guide, ...) come from the sweep's role registry (sweep/roles.py). A setting
 of a --config file that no row uses once the command line narrowed the rows (--methods) is dropped; one
 typed on the command line is refused.
@@ -121,8 +125,17 @@ def build_parser() -> ArgumentParser:
         default="fail",
         help="when another run holds --out: wait for it, then add this run's rows, or fail at once",
     )
-    parser.add_class_arguments(SweepSettings, nested_key=None, as_group=False, skip={"save_samples"})
+    parser.add_class_arguments(
+        SweepSettings, nested_key=None, as_group=False, skip={"save_samples", "search"}
+    )
     add_flag(parser, "--save_samples", False, "also write every sample as npz (samples_<row>_s<scale>.npz)")
+    add_flag(
+        parser,
+        "--search",
+        False,
+        "search each row's scales by successive halving for the best --search_metric (default fid) at class "
+        "accuracy >= --search_target (default 0.95) instead of sampling the full grid (search.csv)",
+    )
     parser.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1)")
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu or auto")
     add_flag(parser, "--compile", False, "torch.compile the denoiser's network")
@@ -367,7 +380,8 @@ def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]
             log_sweep_summary(wandb_run, rows, Path(args.out))
             wandb_run.finish()
         if fabric.global_rank == 0:
-            print(f"sweep table: {Path(args.out) / 'sweep.csv'}; curves: {Path(args.out) / 'curves.png'}")
+            table = Path(args.out) / ("search.csv" if settings.search else "sweep.csv")
+            print(f"sweep table: {table}; curves: {Path(args.out) / 'curves.png'}")
     return rows
 
 

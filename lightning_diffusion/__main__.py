@@ -8,6 +8,7 @@ python -m lightning_diffusion upsampler-fidelity runs/fashion_mnist/upsampler/ch
 python -m lightning_diffusion vocab --config CONFIG.yaml    # the vocab: of a text encoder for its data
 python -m lightning_diffusion prior-quality runs/shapes/prior/checkpoints/last.ckpt --scales 1 3
 python -m lightning_diffusion variations runs/shapes/unclip_decoder/checkpoints/last.ckpt --scale 3
+python -m lightning_diffusion compare runs/sweep [runs/other_sweep] --rows cfg@2 cfgpp@0.6   # paired
 python -m lightning_diffusion thin-snapshots runs/fashion_mnist/denoiser/posthoc_ema --keep 8
 """
 
@@ -287,6 +288,14 @@ def variations(args: argparse.Namespace) -> None:
         run.finish()
 
 
+def compare(args: argparse.Namespace) -> None:
+    """Print each metric's paired difference between two sweep rows (``sweep.compare``)."""
+    from lightning_diffusion.sweep.compare import compare_rows
+
+    table, _ = compare_rows(args.sweep, args.rows, args.other, args.bootstrap)
+    print(table)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightning_diffusion", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -361,6 +370,26 @@ def build_parser() -> argparse.ArgumentParser:
     variation.add_argument("--out", default=None, help="output folder (default: the checkpoint's run folder)")
     variation.add_argument("--no_wandb", dest="wandb", action="store_false", help="do not log to W&B")
     variation.add_argument("--project", default="lightning-diffusion", help="W&B project")
+    comparison = commands.add_parser(
+        "compare",
+        help="each metric's difference between two rows of a sweep (or of two sweeps on the same noise) with "
+        "its paired 95 %% bootstrap interval (needs a sweep run with --bootstrap)",
+    )
+    comparison.add_argument("sweep", help="a sweep's --out folder")
+    comparison.add_argument(
+        "other", nargs="?", default=None, help="another sweep's folder for the second row"
+    )
+    comparison.add_argument(
+        "--rows",
+        nargs=2,
+        required=True,
+        metavar="LABEL@SCALE",
+        help="the two rows, e.g. cfg@2 cfgpp@0.6 (LABEL@SCALE@EMA for a row of an EMA length); the "
+        "difference is the second minus the first",
+    )
+    comparison.add_argument(
+        "--bootstrap", type=positive_int, default=1000, help="paired resamples (at least 100; default 1000)"
+    )
     vocab = commands.add_parser(
         "vocab", help="print the caption vocabulary of a training config's data (for a text encoder's vocab)"
     )
@@ -399,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
             prior_quality(args)
         elif args.command == "variations":
             variations(args)
+        elif args.command == "compare":
+            compare(args)
         elif args.command == "thin-snapshots":
             thin_snapshot_folder(args.folder, args.keep)
         else:

@@ -1,7 +1,8 @@
 """Quality-diversity curves of a sweep: one panel per registered trade-off (FID vs IS, precision vs recall,
 FID vs class accuracy), one line per method through its scales (points labelled by scale), each method's
-Pareto front shaded on the panels that name one. Panels, axis labels and fronts come from the metric
-registry."""
+Pareto front shaded on the panels that name one, error bars where the rows have them (the 95 % bootstrap
+interval ``<column>_lo``/``_hi``, else plus or minus the standard deviation over seed sets ``<column>_sd``).
+Panels, axis labels and fronts come from the metric registry."""
 
 from __future__ import annotations
 
@@ -65,12 +66,37 @@ def draw_method(
         return
     xs, ys = [row[panel.x] for row in points], [row[panel.y] for row in points]
     axis.plot(xs, ys, marker=marker, color=colour, label=method)
+    xerr, yerr = error_bars(points, panel.x), error_bars(points, panel.y)
+    if xerr is not None or yerr is not None:
+        axis.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, alpha=0.5, capsize=2)
     for row, x, y in zip(points, xs, ys, strict=True):
         axis.annotate(f"s={row['scale']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if panel.front is not None:
         front = pareto_front(points, *FRONTS[panel.front])
         axis.plot([row[panel.x] for row in front], [row[panel.y] for row in front], color=colour,
                   linewidth=8, alpha=0.25, marker="o", markersize=12, solid_capstyle="round")  # fmt: skip
+
+
+def error_bars(rows: Sequence[dict[str, Any]], name: str) -> list[list[float]] | None:
+    """Matplotlib's (2, n) lower and upper error-bar lengths of column ``name``: to the ends of each row's
+    bootstrap interval, else one standard deviation over its seed sets, else none (0); None when no row
+    has either. An interval that does not hold the value (a biased metric's) is cut at the value."""
+    lower, upper, found = [], [], False
+    for row in rows:
+        value = row[name]
+        low, high, sd = row.get(f"{name}_lo"), row.get(f"{name}_hi"), row.get(f"{name}_sd")
+        if low is not None and high is not None:
+            lower.append(max(0.0, value - low))
+            upper.append(max(0.0, high - value))
+            found = True
+        elif sd is not None:
+            lower.append(sd)
+            upper.append(sd)
+            found = True
+        else:
+            lower.append(0.0)
+            upper.append(0.0)
+    return [lower, upper] if found else None
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:

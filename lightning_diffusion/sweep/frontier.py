@@ -1,16 +1,27 @@
 """The quality-diversity trade-off of a sweep, per method: the best FID at a minimum class accuracy
 (``frontier.csv``) and Pareto fronts over two metrics (the rows no other row of the method beats in both).
-Directions, the fronts and the columns reported beside the best FID come from the metric registry.
+Directions, the fronts and the columns reported beside the best FID come from the metric registry. With
+seed sets the best scale is chosen on one set and reported on the others; with saved features the table
+gives the reported FID's interval and marks the methods tied with the lowest (``frontier_rows``).
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lightning_diffusion.atomic import atomic_write
+from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import Column, column, columns, trade_offs
+from lightning_diffusion.sweep.seed_sets import combine, row_sets
+
+if TYPE_CHECKING:
+    from lightning_diffusion.sweep.compare import PairedRows
+
+log = logging.getLogger(__name__)
 
 ACCURACY_LEVELS = (0.90, 0.95, 0.99)
 ACCURACY_TOLERANCE = 1e-6  # class accuracy is a float32 mean: 19 of 20 correct reads 0.9499999881
@@ -56,40 +67,153 @@ def fronts_by_method(
     }
 
 
-def frontier_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def frontier_rows(
+    rows: Sequence[dict[str, Any]], paired: PairedRows | None = None, folder: str | Path | None = None
+) -> list[dict[str, Any]]:
     """Per method and accuracy level, the row with the lowest FID among those whose class accuracy is at
     least the level: its FID, class accuracy, scale, EMA length (scale and length chosen jointly over a
     method's rows), the ``REPORTED`` columns (recall, Vendi score) and NFE (None where no row qualifies, e.g.
-    unconditional or text rows without class accuracy)."""
-    table = []
+    unconditional or text rows without class accuracy).
+
+    Rows of K >= 2 seed sets are chosen on their first set and reported on the mean of the others
+    (held-out selection, as Kynkäänniemi et al. 2024 choose the guidance interval): ``fid_same_set`` is
+    the chosen row's FID on the set it was chosen on (the same-set optimum, biased low) and
+    ``selection_bias`` the held-out FID minus it. With ``paired`` (``sweep.compare``: the rows' saved
+    features in ``folder``), ``fid_lo``/``fid_hi`` bound the reported FID and ``tie`` marks, at each level,
+    the methods whose FID is not distinguishable from the lowest (the paired 95 % interval of the
+    difference holds 0; the lowest itself is True)."""
+    table: list[dict[str, Any]] = []
+    chosen: dict[int, tuple[dict[str, Any], list[int] | None]] = {}  # entry position -> row, report sets
+    held_out = any(row_sets(row) for row in rows)
     for method in methods_of(rows):
         for level in ACCURACY_LEVELS:
-            qualifying = [
-                row
-                for row in rows
-                if row["method"] == method
-                and row.get("class_accuracy") is not None
-                and row["class_accuracy"] >= level - ACCURACY_TOLERANCE
-                and row.get("fid") is not None
-            ]
-            best = min(qualifying, key=lambda row: row["fid"], default={})
-            table.append(
-                {
-                    "method": method,
-                    "min_class_accuracy": level,
-                    **{key: best.get(key) for key in FRONTIER_KEYS[2:]},
-                }
-            )
+            best = _best([row for row in rows if row["method"] == method], level)
+            report = _reported(best) if best is not None else {}
+            entry = {
+                "method": method,
+                "min_class_accuracy": level,
+                "fid": report.get("fid"),
+                "class_accuracy": report.get("class_accuracy"),
+                "scale": best["scale"] if best is not None else None,
+                "ema": best.get("ema") if best is not None else None,
+                **{key: report.get(key) for key in REPORTED},
+                "nfe": best.get("nfe") if best is not None else None,
+            }
+            if held_out:
+                same_set = _selection(best).get("fid") if best is not None else None
+                entry["fid_same_set"] = same_set
+                entry["selection_bias"] = None if same_set is None else entry["fid"] - same_set
+            if best is not None:
+                sets = row_sets(best)
+                chosen[len(table)] = (best, None if sets is None else [s["seed_set"] for s in sets[1:]])
+            table.append(entry)
+    if paired is not None and folder is not None:
+        _mark_intervals_and_ties(table, chosen, paired, Path(folder))
     return table
 
 
-def write_frontier(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write ``frontier_rows(rows)`` as CSV to ``path`` (e.g. ``out / "frontier.csv"``); empty cells where
-    no row qualifies."""
+def _selection(row: dict[str, Any]) -> dict[str, Any]:
+    """The values a row is chosen on: its first seed set's (the row itself with one set)."""
+    sets = row_sets(row)
+    return row if sets is None else sets[0]
+
+
+def _reported(row: dict[str, Any]) -> dict[str, Any]:
+    """The values a chosen row is reported with: the mean over its other seed sets (itself with one)."""
+    sets = row_sets(row)
+    return row if sets is None else combine(sets[1:])
+
+
+def _best(rows: Sequence[dict[str, Any]], level: float) -> dict[str, Any] | None:
+    """The row of lowest FID (on the selection set) among those reaching ``level`` class accuracy there."""
+    qualifying = [
+        row
+        for row in rows
+        if _selection(row).get("class_accuracy") is not None
+        and _selection(row)["class_accuracy"] >= level - ACCURACY_TOLERANCE
+        and _selection(row).get("fid") is not None
+    ]
+    return min(qualifying, key=lambda row: _selection(row)["fid"], default=None)
+
+
+def _mark_intervals_and_ties(
+    table: list[dict[str, Any]],
+    chosen: dict[int, tuple[dict[str, Any], list[int] | None]],
+    paired: PairedRows,
+    folder: Path,
+) -> None:
+    """Fill ``fid_lo``, ``fid_hi`` and ``tie`` of each entry (None where the rows' features are missing)."""
+    for entry in table:
+        entry.update(fid_lo=None, fid_hi=None, tie=None)
+    for level in ACCURACY_LEVELS:
+        at_level = [
+            p for p in chosen if table[p]["min_class_accuracy"] == level and table[p]["fid"] is not None
+        ]
+        if not at_level:
+            continue
+        winner = min(at_level, key=lambda p: table[p]["fid"])
+        for position in at_level:
+            row, sets = chosen[position]
+            try:
+                saved = paired.row(folder, row["method"], row["scale"], row.get("ema"))
+                estimate = paired.interval(saved, sets, only=("fid",)).get("fid")
+                if estimate is not None:
+                    table[position].update(fid_lo=estimate.low, fid_hi=estimate.high)
+                if position == winner:
+                    table[position]["tie"] = True
+                    continue
+                best = chosen[winner][0]
+                lowest = paired.row(folder, best["method"], best["scale"], best.get("ema"))
+                found = paired.difference(lowest, saved, sets, only=("fid",))
+            except ConfigError as error:
+                log.warning("frontier.csv: no interval for %s s=%g (%s)", row["method"], row["scale"], error)
+                continue
+            if "fid" in found and found["fid"].distinguishable is not None:
+                table[position]["tie"] = not found["fid"].distinguishable
+
+
+def frontier_keys(table: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The columns of a frontier table: ``FRONTIER_KEYS`` and those its entries add (held-out selection,
+    intervals and ties)."""
+    extra = {key: None for entry in table for key in entry if key not in FRONTIER_KEYS}
+    return (*FRONTIER_KEYS, *extra)
+
+
+def write_frontier(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    paired: PairedRows | None = None,
+    folder: str | Path | None = None,
+) -> Path:
+    """Write ``frontier_rows(rows, paired, folder)`` as CSV to ``path`` (e.g. ``out / "frontier.csv"``),
+    atomically; empty cells where no row qualifies."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FRONTIER_KEYS)
+    table = frontier_rows(rows, paired, folder)
+
+    def write(handle: Any) -> None:
+        writer = csv.DictWriter(handle, fieldnames=frontier_keys(table))
         writer.writeheader()
-        writer.writerows(frontier_rows(rows))
+        writer.writerows(table)
+
+    atomic_write(path, write, mode="w")
     return path
+
+
+def read_frontier(path: str | Path) -> list[dict[str, Any]]:
+    """A ``frontier.csv`` read back: empty cells None, True/False booleans, numbers as floats."""
+
+    def value(text: str) -> Any:
+        if text == "":
+            return None
+        if text in ("True", "False"):
+            return text == "True"
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [
+            {key: text if key == "method" else value(text) for key, text in entry.items()}
+            for entry in csv.DictReader(handle)
+        ]

@@ -2,6 +2,9 @@
 
 Each write re-reads the rows on disk and merges by (method, scale), so a row another run wrote into the
 same folder is kept rather than overwritten (the run lock, ``run_lock``, makes the runs take turns).
+``sweep.csv`` has the ``ROW_KEYS`` columns, then every other plain value some row holds (seed-set
+statistics ``fid_mean``, ``fid_sd``, ``fid_min``; bootstrap intervals ``fid_lo``, ``fid_hi``); nested
+values (each seed set's own, ``seed_sets``) are in ``sweep.json`` only.
 """
 
 from __future__ import annotations
@@ -16,6 +19,18 @@ from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import METRIC_KEYS
 
 ROW_KEYS = ("method", "scale", *METRIC_KEYS, "nfe", "seconds", "ema")
+
+
+def row_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The columns of a table of ``rows``: ``ROW_KEYS``, then the other keys with plain values (numbers,
+    text, None) in the order the rows first hold them."""
+    extra = {
+        key: None
+        for row in rows
+        for key, value in row.items()
+        if key not in ROW_KEYS and (value is None or isinstance(value, (int, float, str, bool)))
+    }
+    return (*ROW_KEYS, *extra)
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, float | None, float]:
@@ -37,7 +52,7 @@ def write_rows(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     atomic_write(out / "sweep.json", lambda f: json.dump(merged, f, indent=2), mode="w")
 
     def write_csv(handle: Any) -> None:
-        writer = csv.DictWriter(handle, fieldnames=ROW_KEYS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=row_columns(merged), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(merged)
 

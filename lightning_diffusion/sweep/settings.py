@@ -19,13 +19,17 @@ from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.diffusion import SamplerSpec
 from lightning_diffusion.ema.profiles import gamma_of
+from lightning_diffusion.metrics import columns as metric_columns
 from lightning_diffusion.resampling import check_aug_level
+from lightning_diffusion.sweep.bootstrap import check_resamples
 from lightning_diffusion.sweep.methods import get_sweep_method, methods_taking
 from lightning_diffusion.sweep.plans import RowPlan
 
 ROW_MODIFIERS = ("interval", "rescale", "threshold", "schedule")
 ROW_FIELDS = ("method", "label", "options", *ROW_MODIFIERS)
 METHOD_SETTINGS = ("aug_level", "upsampler_scale", "prior_scale", "prior_candidates")
+SEARCH_SETTINGS = ("search_target", "search_metric", "search_budget")
+DEFAULT_SEARCH_TARGET = 0.95  # the least class accuracy of a plain --search (the lab's threshold)
 
 
 @dataclass
@@ -38,7 +42,17 @@ class SweepSettings:
     ``interval`` is the noise-level interval (sigma_min, sigma_max] of the rows whose method requires one
     (``*_interval``); ``rescale`` and ``threshold`` apply to every row, so every row's method must use them.
     ``aug_level`` (cascade), ``upsampler_scale`` (cascade, unclip), ``prior_scale`` and
-    ``prior_candidates`` (unclip) are defaults of those methods' options."""
+    ``prior_candidates`` (unclip) are defaults of those methods' options.
+
+    ``seed_sets`` K draws K disjoint noise sets per row (``sweep.seed_sets``): each metric column is then the
+    mean over the sets, with ``<column>_mean``, ``_sd`` and ``_min`` beside it, and ``frontier.csv`` chooses
+    each method's scale on one set and reports it on the others. ``bootstrap`` B (at least 100; 0 or None:
+    off) gives each metric a 95 % percentile interval (``<column>_lo``, ``_hi``) from B resamples of the
+    samples' features (``sweep.bootstrap``), writes the per-sample features the ``compare`` command reads
+    and marks ties in ``frontier.csv``. ``search`` runs a successive-halving search over each row's scales
+    (``sweep.search``) for the best ``search_metric`` (default fid) at class accuracy >= ``search_target``
+    (default 0.95 when neither is given; a metric without a target is optimised alone) within
+    ``search_budget`` generated samples per row (None: until one scale is left)."""
 
     methods: list[str | dict[str, Any]] = field(default_factory=lambda: ["cfg"])
     scales: list[float] | dict[str, list[float]] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
@@ -59,6 +73,12 @@ class SweepSettings:
     prior_scale: float | None = None
     prior_candidates: int | None = None
     ema_lengths: list[float] | None = None  # sigma_rel: every row once per EMA length of a snapshot denoiser
+    seed_sets: int = 1
+    bootstrap: int | None = None
+    search: bool = False
+    search_target: float | None = None
+    search_metric: str | None = None
+    search_budget: int | None = None
 
     def __post_init__(self) -> None:
         self.sampler = SamplerSpec.of(self.sampler)
@@ -95,6 +115,7 @@ class SweepSettings:
             scales=tuple(float(scale) for scale in self._scales(label, entry["method"])),
             sampler=self.sampler,
             ema=ema,
+            seed_sets=tuple(range(self.seed_sets)),
         )
 
     def _scales(self, label: str, method: str) -> list[float]:
@@ -166,6 +187,47 @@ class SweepSettings:
                 )
             for sigma_rel in self.ema_lengths:
                 gamma_of(sigma_rel)
+        if isinstance(self.seed_sets, bool) or not isinstance(self.seed_sets, int) or self.seed_sets < 1:
+            raise ConfigError(
+                f"seed_sets (disjoint noise sets sampled per row) must be a whole number of at least 1, got "
+                f"{self.seed_sets!r}; 1 draws the sweep's usual noise, 3 is what EDM and EDM2 report over."
+            )
+        check_resamples(self.bootstrap)
+        self._check_search()
+
+    @property
+    def resamples(self) -> int:
+        """Bootstrap resamples per row: ``bootstrap``, 0 when intervals are off."""
+        return self.bootstrap or 0
+
+    def search_objective(self) -> tuple[str, float | None]:
+        """What ``search`` optimises: a metric column and the least class accuracy (None: no constraint)."""
+        if self.search_metric is None and self.search_target is None:
+            return "fid", DEFAULT_SEARCH_TARGET
+        return self.search_metric or "fid", self.search_target
+
+    def _check_search(self) -> None:
+        if self.search_target is not None and not 0 < self.search_target <= 1:
+            raise ConfigError(
+                f"search_target is the least class accuracy a scale must reach, in (0, 1], got "
+                f"{self.search_target}; e.g. --search_target 0.95."
+            )
+        if self.search_metric is not None:
+            names = [entry.name for entry in metric_columns()]
+            if self.search_metric not in names:
+                raise ConfigError(
+                    f"search_metric {self.search_metric!r} is not a metric column"
+                    f"{did_you_mean(self.search_metric, names)}; the columns: {', '.join(names)}."
+                )
+        if self.search_budget is not None and self.search:
+            for plan in self.plans():
+                first = len(plan.scales) * self.num_samples * self.seed_sets
+                if self.search_budget < first:
+                    raise ConfigError(
+                        f"search_budget {self.search_budget} is less than the search's first round of row "
+                        f"{plan.label!r} ({len(plan.scales)} scales x {self.num_samples} samples x "
+                        f"{self.seed_sets} seed sets = {first}); raise it or lower num_samples."
+                    )
 
     def _unused(self, plans: list[RowPlan]) -> dict[str, str]:
         """Each sweep-wide setting that no row uses, with the reason to refuse it: the interval without an
@@ -178,6 +240,13 @@ class SweepSettings:
                 "add e.g. cfg_interval, give a row its own interval ({method: cfg, interval: [..]}), or "
                 "remove it."
             )
+        if not self.search:
+            for name in SEARCH_SETTINGS:
+                if getattr(self, name) is not None:
+                    unused[name] = (
+                        f"{name} is a setting of the scale search, and search is off; add --search (in "
+                        "YAML, search: true) or remove it."
+                    )
         entries = [_row_entry(entry) for entry in self.methods]
         for name in METHOD_SETTINGS:
             if getattr(self, name) is None:

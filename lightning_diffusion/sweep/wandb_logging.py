@@ -1,5 +1,6 @@
 """Sweep results in Weights & Biases: per-row metrics and grids, then a table, line plots, the frontier
-table, each method's Pareto fronts and the curves; the columns and plots follow the metric registry."""
+table, each method's Pareto fronts and the curves; the columns and plots follow the metric registry, and
+the table holds the seed-set statistics and bootstrap intervals where the rows have them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from lightning_diffusion.metrics import METRIC_KEYS
-from lightning_diffusion.sweep.frontier import FRONTIER_KEYS, FRONTS, frontier_rows, fronts_by_method
-from lightning_diffusion.sweep.outputs import ROW_KEYS
+from lightning_diffusion.sweep.frontier import (
+    FRONTS,
+    frontier_keys,
+    frontier_rows,
+    fronts_by_method,
+    read_frontier,
+)
+from lightning_diffusion.sweep.outputs import row_columns
 
 PLOTTED = METRIC_KEYS  # one line plot against the scale per registered column (and non_finite)
 
@@ -20,7 +27,9 @@ def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any
 
     def log_row(row: dict[str, Any], grid_path: Path) -> None:
         metrics = {
-            f"{prefix}/{row['method']}/{key}": row[key] for key in ROW_KEYS[2:] if row.get(key) is not None
+            f"{prefix}/{row['method']}/{key}": row[key]
+            for key in row_columns([row])[2:]
+            if isinstance(row.get(key), (int, float))
         }
         image = wandb.Image(str(grid_path), caption=f"{row['method']} s={row['scale']:g}")
         run.log(
@@ -35,11 +44,13 @@ def wandb_row_logger(run: Any, prefix: str = "sweep") -> Callable[[dict[str, Any
 
 
 def log_sweep_summary(run: Any, rows: Sequence[dict[str, Any]], out: Path, prefix: str = "sweep") -> None:
-    """The whole table, one line plot per metric against the scale, the frontier table (``frontier.py``),
-    one plot per Pareto front in ``FRONTS`` (a line per method) and ``curves.png``."""
+    """The whole table, one line plot per metric against the scale, the frontier table (``frontier.py``: the
+    sweep's ``frontier.csv`` with its held-out columns, intervals and ties where it wrote one), one plot per
+    Pareto front in ``FRONTS`` (a line per method) and ``curves.png``."""
     import wandb
 
-    table = wandb.Table(columns=list(ROW_KEYS), data=[[row.get(key) for key in ROW_KEYS] for row in rows])
+    keys = row_columns(list(rows))
+    table = wandb.Table(columns=list(keys), data=[[row.get(key) for key in keys] for row in rows])
     plots = {
         f"{prefix}/plot/{key}": wandb.plot.line(
             table, "scale", key, stroke="method", title=f"{key} vs guidance scale"
@@ -47,10 +58,11 @@ def log_sweep_summary(run: Any, rows: Sequence[dict[str, Any]], out: Path, prefi
         for key in PLOTTED
         if any(row.get(key) is not None for row in rows)
     }
-    frontier = frontier_rows(rows)
-    frontier_table = wandb.Table(
-        columns=list(FRONTIER_KEYS), data=[[entry[key] for key in FRONTIER_KEYS] for entry in frontier]
-    )
+    written = Path(out) / "frontier.csv"
+    frontier = read_frontier(written) if written.is_file() else frontier_rows(rows)
+    frontier_columns = frontier_keys(frontier)
+    frontier_data = [[entry.get(key) for key in frontier_columns] for entry in frontier]
+    frontier_table = wandb.Table(columns=list(frontier_columns), data=frontier_data)
     run.log(
         {
             f"{prefix}/table": table,

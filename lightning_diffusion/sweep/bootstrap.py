@@ -1,0 +1,107 @@
+"""Bootstrap intervals of a sweep row's metrics (Efron & Tibshirani 1993, ch. 13: the percentile interval).
+
+A row's samples are resampled with replacement B times (``Resamples``: generated samples, and real ones
+for the metrics that compare with real data), each registered metric is recomputed on every resample from
+the per-sample data the sweep already gathered (``RowMetric.resampled``: features, logits, outcomes; no
+network evaluation), and the 2.5 % and 97.5 % quantiles of the B values are the 95 % interval
+(``<column>_lo``, ``<column>_hi``). With K seed sets each set is resampled on its own and the B values are
+averaged over the sets, so the interval is that of the row's value, the mean over the sets.
+
+The draws come from a generator seeded by (seed, seed set), so an interval does not depend on the number
+of processes; rank 0 computes them after the metrics' collective and the sweep broadcasts the row.
+Paired comparisons (``sweep.compare``) resample the sample indices two rows share, the same draws for
+both, so the noise the rows have in common cancels from their difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.metrics.registry import Gathered, Resamples, RowMetric
+
+MIN_RESAMPLES = 100  # fewer cannot place a 2.5 % quantile between draws with any care
+LEVEL = 0.95  # the coverage of the intervals
+BOOTSTRAP_STREAM = 0x626F6F74  # "boot": the generator of the draws is (seed, seed set, this)
+
+
+def check_resamples(count: object, flag: str = "bootstrap") -> None:
+    """Refuse a resample count that cannot make a 95 % interval: 0 and None mean no intervals."""
+    if count is None or (not isinstance(count, bool) and count == 0):
+        return
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < MIN_RESAMPLES:
+        raise ConfigError(
+            f"{flag} is the number of bootstrap resamples behind each 95 % interval and needs at least "
+            f"{MIN_RESAMPLES} (the interval's ends are its 2.5 % and 97.5 % quantiles), got {count!r}; use "
+            f"e.g. 1000, or 0 (null) for no intervals."
+        )
+
+
+def bootstrap_generator(seed: int, seed_set: int = 0) -> torch.Generator:
+    """The generator of a row's draws in ``seed_set``: the same for every row of a sweep, on any rank."""
+    state = np.random.SeedSequence([seed, seed_set, BOOTSTRAP_STREAM]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
+
+
+def draw_resamples(
+    generated: int, real: int, count: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> Resamples:
+    """``count`` resamples with replacement of ``generated`` and of ``real`` samples (drawn on the CPU from
+    ``generator``, so a draw does not depend on the device)."""
+    return Resamples(
+        torch.randint(generated, (count, generated), generator=generator).to(device),
+        torch.randint(real, (count, real), generator=generator).to(device),
+    )
+
+
+def resampled_values(
+    metrics: Iterable[RowMetric], gathered: Gathered, draws: Resamples, values: dict | None = None
+) -> dict[str, Tensor]:
+    """Every column of ``metrics`` on each resample of ``draws``: a (B,) float64 CPU tensor per column
+    whose metric has a ``resampled`` implementation, has at least its ``min_samples`` and (where ``values``,
+    the row's own values, are given) a value of its own."""
+    found: dict[str, Tensor] = {}
+    for metric in metrics:
+        if len(gathered.generated) < metric.min_samples:
+            continue
+        for name, value in metric.resampled(gathered, draws).items():
+            if values is None or values.get(name) is not None:
+                found[name] = value.double().cpu()
+    return found
+
+
+def percentile_interval(values: Tensor, level: float = LEVEL) -> tuple[float, float] | None:
+    """The ``level`` percentile interval of bootstrap ``values`` (B,); None where fewer than half of them
+    are finite (the metric had no value on most resamples)."""
+    finite = values[values.isfinite()]
+    if len(finite) == 0 or len(finite) < len(values) / 2:
+        return None
+    tail = (1 - level) / 2
+    low, high = torch.quantile(finite.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return float(low), float(high)
+
+
+def mean_over_sets(per_set: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Each column's draws averaged over the seed sets (columns every set has)."""
+    if not per_set:
+        return {}
+    shared = set(per_set[0]).intersection(*per_set[1:])
+    return {
+        name: torch.stack([draws[name] for draws in per_set]).mean(dim=0)
+        for name in per_set[0]
+        if name in shared
+    }
+
+
+def interval_columns(per_set: Sequence[dict[str, Tensor]], level: float = LEVEL) -> dict[str, float | None]:
+    """``<column>_lo`` and ``<column>_hi`` of the row's value (the mean over its seed sets) from each set's
+    draws; None where a column has too few finite draws."""
+    found: dict[str, float | None] = {}
+    for name, draws in mean_over_sets(per_set).items():
+        interval = percentile_interval(draws, level)
+        found[f"{name}_lo"], found[f"{name}_hi"] = interval if interval is not None else (None, None)
+    return found
