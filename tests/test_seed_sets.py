@@ -97,6 +97,16 @@ def test_each_metric_has_its_mean_sd_and_minimum_over_the_sets(sweeps):
     assert (out / "curves.png").stat().st_size > 0
 
 
+def test_adding_rows_of_another_seed_set_count_to_a_table_is_refused(sweeps, checkpoints):  # noqa: F811
+    out, rows = sweeps[3]
+    args = sweep_args(checkpoints, out, "--methods", "[cfg]", "--scales", "[0,2,3]", "--seed_sets", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(args)
+    message = str(exit_info.value.code)
+    assert "of 3 seed set(s)" in message and "draws 2" in message and "another --out" in message
+    assert read_rows(out) == rows
+
+
 def held_out_rows() -> list[dict]:
     """cfg: s=2 looks best on set 0 (a lucky draw) but s=3 is better on the others."""
 

@@ -130,6 +130,7 @@ def run_sweep(
     check_compatible(models, plans, prompts)
     out = Path(out)
     rows = distributed.broadcast_object(outputs.read_rows(out))
+    _check_finished_sets(rows, plans, out)
     done = {outputs.row_key(row) for row in rows}
     planned = [
         (plan, scale, plan.method.sampler(models, plan, scale))
@@ -156,7 +157,7 @@ def run_sweep(
     resampling = None
     if settings.resamples:
         record = SweepRecord(settings.seed, settings.num_samples, key, models.extractor.name)
-        resampling = Resampling(out, settings, record, real.to(device) if rank == 0 else real)
+        resampling = Resampling(out, record, real.to(device) if rank == 0 else real)
         if rank == 0 and planned:
             save_reference(out, key, real)
     pool = [SampleMetrics(real.shape[1]).to(device)]  # one per scale of the largest group
@@ -189,13 +190,26 @@ def run_sweep(
     return rows
 
 
+def _check_finished_sets(rows: list[dict[str, Any]], plans: list[RowPlan], out: Path) -> None:
+    """Refuse to add rows of K seed sets to a table whose finished rows of the same plans have another
+    count: their means, held-out selection and intervals would not compare."""
+    wanted = {(plan.label, plan.ema): len(plan.seed_sets) for plan in plans}
+    for row in rows:
+        count = len(row.get(seed_sets.SETS_KEY) or [None])
+        sets = wanted.get((row["method"], row.get("ema")))
+        if sets is not None and sets != count:
+            raise ConfigError(
+                f"{out / 'sweep.json'} holds row {row['method']} s={row['scale']:g} of {count} seed set(s), "
+                f"and this sweep draws {sets}; use another --out, or the --seed_sets of the finished rows."
+            )
+
+
 @dataclass
 class Resampling:
-    """What rank 0 needs to resample a row's samples: the output folder, the settings, the sweep's record
-    (seed, N, reference) and the real features in their cached order (the same on any number of ranks)."""
+    """What rank 0 needs to resample a row's samples: the output folder, the sweep's record (seed, N,
+    reference) and the real features in their cached order (the same on any number of ranks)."""
 
     out: Path
-    settings: SweepSettings
     record: SweepRecord
     real: Tensor
 
