@@ -14,6 +14,7 @@ import evaluate
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import column
 from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
+from lightning_diffusion.sweep.prompts import Prompts
 from lightning_diffusion.sweep.search import ranked, schedule
 
 
@@ -80,6 +81,13 @@ def test_an_accuracy_target_without_an_evaluator_is_refused_before_sampling(tmp_
     for phrase in ("class accuracy >= 0.95", "--evaluator PATH", "--search_metric"):
         assert phrase in message
     assert not list(tmp_path.iterdir())
+
+
+def test_an_accuracy_target_with_captions_without_labels_is_refused(tmp_path):
+    models = SweepModels(tiny_denoiser(), extractor=None, evaluator=object())
+    prompts = Prompts(captions=["a red square", "a blue circle"])
+    with pytest.raises(ConfigError, match=r"carry no class labels .* --search_metric"):
+        run_sweep(models, SweepSettings(search=True), tmp_path, list, {}, tmp_path, prompts=prompts)
 
 
 @pytest.mark.parametrize(

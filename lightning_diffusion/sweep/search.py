@@ -74,10 +74,18 @@ def ranked(rows: Iterable[dict[str, Any]], metric: Column, target: float | None)
     return sorted(rows, key=key)
 
 
-def check_objective(models: SweepModels, plans: Sequence[RowPlan], target: float | None) -> None:
+def check_objective(
+    models: SweepModels, plans: Sequence[RowPlan], target: float | None, prompts: Prompts | None = None
+) -> None:
     """Refuse an accuracy target where no class accuracy can be measured, before the first sample."""
     if target is None:
         return
+    if prompts is not None and prompts.kind != "label" and prompts.labels is None:
+        raise ConfigError(
+            f"--search aims at class accuracy >= {target:g} (--search_target), and this sweep's "
+            f"{prompts.prompt_kind.human} carry no class labels to measure it; search the best of a metric "
+            "alone with --search_metric (e.g. clip_score) and no --search_target."
+        )
     if models.evaluator is None:
         raise ConfigError(
             f"--search aims at the best FID at class accuracy >= {target:g} (--search_target; a plain "
@@ -113,7 +121,7 @@ def run_search(
     metric_name, target = settings.search_objective()
     metric = column(metric_name)
     plans = settings.plans()
-    check_objective(models, plans, target)
+    check_objective(models, plans, target, prompts)
     out = Path(out)
     rounds = {
         _key(plan): schedule(
