@@ -38,14 +38,22 @@ class InceptionScore(RowMetric):
         self.inception_score.update(inputs["logits"].float())
 
     def compute(self, gathered: Gathered) -> dict[str, float | None]:
-        return {"inception_score": float(self.inception_score.compute()[0])}
+        score = float(self.inception_score.compute()[0])  # a collective: every rank calls it
+        return {"inception_score": None if _classless(gathered) else score}
 
     def resampled(self, gathered: Gathered, draws: Resamples) -> dict[str, Tensor]:
-        logits = gathered.inputs.get("logits")
-        if logits is None:
+        if _classless(gathered):
             return {}
+        logits = gathered.inputs["logits"]
         log_p = logits.double().log_softmax(dim=1)
         counts = draws.generated_counts() / draws.generated.shape[1]  # (B, M), rows sum to 1
         own = counts @ (log_p.exp() * log_p).sum(dim=1)  # E_x Σ_y p(y|x) log p(y|x)
         marginal = counts @ log_p.exp()  # (B, classes)
         return {"inception_score": torch.exp(own - torch.special.xlogy(marginal, marginal).sum(dim=1))}
+
+
+def _classless(gathered: Gathered) -> bool:
+    """Whether the feature network gives no class logits (DINOv2, CLIP: zero-width, so none are gathered),
+    and so there is no score."""
+    logits = gathered.inputs.get("logits")
+    return logits is None or logits.shape[-1] == 0
