@@ -26,6 +26,8 @@ from lightning_diffusion.sweep.bootstrap import (
 )
 from lightning_diffusion.sweep.compare import PairedRows
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: spare threads only stall them
+
 REPEATS = 300
 RESAMPLES = 1000
 

@@ -17,6 +17,8 @@ from lightning_diffusion.sweep.compare import PairedRows, compare_rows, parse_ro
 from lightning_diffusion.sweep.frontier import frontier_rows, write_frontier
 from lightning_diffusion.sweep.saved_features import SweepRecord, save_reference, save_set
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: spare threads only stall them
+
 N, DIM = 200, 4
 RECORD = SweepRecord(seed=0, num_samples=N, reference="ref", extractor="toy")
 

@@ -17,6 +17,8 @@ from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
 from lightning_diffusion.sweep.prompts import Prompts
 from lightning_diffusion.sweep.search import ranked, schedule
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: spare threads only stall them
+
 
 @pytest.mark.parametrize(
     ("scales", "budget", "rounds"),

@@ -19,6 +19,8 @@ from lightning_diffusion.sweep import SweepSettings, read_rows
 from lightning_diffusion.sweep.frontier import frontier_rows
 from lightning_diffusion.sweep.seed_sets import combine
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: spare threads only stall them
+
 COLUMNS = ("fid", "inception_score", "precision", "recall", "class_accuracy", "kid", "vendi")
 
 
@@ -53,10 +55,10 @@ def test_seed_sets_zero_is_refused_by_evaluate(checkpoints, tmp_path):  # noqa: 
 
 @pytest.fixture(scope="module")
 def sweeps(checkpoints, tmp_path_factory):  # noqa: F811
-    """The same two rows with one seed set (today's sweep) and with three."""
+    """The same two rows with one seed set (today's sweep) and with two."""
     folder = tmp_path_factory.mktemp("seed_sets")
     found = {}
-    for sets in (1, 3):
+    for sets in (1, 2):
         out = folder / f"sets{sets}"
         args = sweep_args(
             checkpoints, out, "--methods", "[cfg]", "--scales", "[0,2]", "--seed_sets", str(sets)
@@ -65,21 +67,24 @@ def sweeps(checkpoints, tmp_path_factory):  # noqa: F811
     return found
 
 
-def test_one_seed_set_gives_todays_rows_and_set_zero_of_three_is_them(sweeps):
-    (_, one), (out, three) = sweeps[1], sweeps[3]
+def test_one_seed_set_gives_todays_rows_and_set_zero_of_two_is_them(sweeps):
+    (_, one), (out, two) = sweeps[1], sweeps[2]
     assert all("seed_sets" not in row and "fid_mean" not in row for row in one)
-    for row_one, row_three in zip(one, three, strict=True):
-        sets = row_three["seed_sets"]
-        assert [entry["seed_set"] for entry in sets] == [0, 1, 2]
+    for row_one, row_two in zip(one, two, strict=True):
+        sets = row_two["seed_sets"]
+        assert [entry["seed_set"] for entry in sets] == [0, 1]
         for key in (*COLUMNS, "non_finite"):
-            assert sets[0][key] == row_one[key], key  # set 0 is bit for bit the one-set sweep
-        assert sets[1]["fid"] != sets[0]["fid"] and sets[2]["fid"] != sets[1]["fid"]
+            if key == "inception_score":  # torchmetrics permutes the logits with torch's global generator,
+                assert sets[0][key] == pytest.approx(row_one[key], rel=1e-6)  # so float32 sums reorder
+            else:
+                assert sets[0][key] == row_one[key], key  # set 0 is bit for bit the one-set sweep
+        assert sets[1]["fid"] != sets[0]["fid"]
     samples = np.load(out / "samples_cfg_s2.npz")  # grids and npz come from set 0
     np.testing.assert_array_equal(samples["arr_0"], np.load(sweeps[1][0] / "samples_cfg_s2.npz")["arr_0"])
 
 
 def test_each_metric_has_its_mean_sd_and_minimum_over_the_sets(sweeps):
-    out, rows = sweeps[3]
+    out, rows = sweeps[2]
     for row in rows:
         for key in COLUMNS:
             values = [entry[key] for entry in row["seed_sets"]]
@@ -98,12 +103,12 @@ def test_each_metric_has_its_mean_sd_and_minimum_over_the_sets(sweeps):
 
 
 def test_adding_rows_of_another_seed_set_count_to_a_table_is_refused(sweeps, checkpoints):  # noqa: F811
-    out, rows = sweeps[3]
-    args = sweep_args(checkpoints, out, "--methods", "[cfg]", "--scales", "[0,2,3]", "--seed_sets", "2")
+    out, rows = sweeps[2]
+    args = sweep_args(checkpoints, out, "--methods", "[cfg]", "--scales", "[0,2,3]", "--seed_sets", "3")
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(args)
     message = str(exit_info.value.code)
-    assert "of 3 seed set(s)" in message and "draws 2" in message and "another --out" in message
+    assert "of 2 seed set(s)" in message and "draws 3" in message and "another --out" in message
     assert read_rows(out) == rows
 
 

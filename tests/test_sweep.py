@@ -20,6 +20,8 @@ from lightning_diffusion.nets import ConvClassifier, EncoderUNet
 from lightning_diffusion.registry import CHECKPOINT_KEY
 from lightning_diffusion.sweep import ROW_KEYS, SweepSettings, read_rows
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: spare threads only stall them
+
 METRICS = ("fid", "inception_score", "precision", "recall", "class_accuracy", "nfe")
 
 
