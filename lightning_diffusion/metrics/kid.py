@@ -18,6 +18,7 @@ from __future__ import annotations
 from torch import Tensor
 from torchmetrics.image.kid import poly_kernel
 
+from lightning_diffusion.metrics.mmd import unbiased_mmd2
 from lightning_diffusion.metrics.registry import (
     BLOCK_ROWS,
     PAIRWISE_LIMIT,
@@ -37,12 +38,12 @@ def kernel_sum(a: Tensor, b: Tensor, block: int) -> Tensor:
 
 def kernel_inception_distance(real: Tensor, generated: Tensor, block: int = BLOCK_ROWS) -> float:
     """MMD²_u between ``real`` (m, d) and ``generated`` (n, d) under k(a, b) = (aᵀb / d + 1)³; m, n >= 2."""
-    x, y = real.double(), generated.double()
-    m, n = len(x), len(y)
-    within_x = kernel_sum(x, x, block) - ((x * x).sum(dim=1) / x.shape[1] + 1).pow(3).sum()  # drop i = j
-    within_y = kernel_sum(y, y, block) - ((y * y).sum(dim=1) / y.shape[1] + 1).pow(3).sum()
-    across = kernel_sum(x, y, block)
-    return (within_x / (m * (m - 1)) + within_y / (n * (n - 1)) - 2 * across / (m * n)).item()
+    return unbiased_mmd2(
+        real,
+        generated,
+        lambda a, b: kernel_sum(a, b, block),
+        lambda a: ((a * a).sum(dim=1) / a.shape[1] + 1).pow(3).sum(),  # k(a_i, a_i)
+    )
 
 
 @register_metric
