@@ -13,6 +13,7 @@ from test_sweep import checkpoints, sweep_args  # noqa: F401  (the module's chec
 import evaluate
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import METRICS, SampleMetrics
+from lightning_diffusion.metrics.cmmd import gaussian_mmd2
 from lightning_diffusion.metrics.frechet import sample_frechet_distance
 from lightning_diffusion.metrics.kid import kernel_inception_distance
 from lightning_diffusion.metrics.registry import Gathered, Resamples
@@ -81,14 +82,14 @@ def test_every_resampled_metric_on_the_samples_themselves_is_the_row_value():
     metrics, values, gathered = gathered_row()
     identity = Resamples.identity(len(gathered.generated), len(gathered.real))
     found = resampled_values(metrics.metrics.values(), gathered, identity)
-    expected = {"fid", "inception_score", "precision", "recall", "density", "coverage", "vendi", "kid"}
+    expected = {"fid", "inception_score", "precision", "recall", "density", "coverage", "vendi", "kid", "cmmd"}
     assert expected | {"class_accuracy"} <= set(found)
     for name, value in found.items():
         assert float(value[0]) == pytest.approx(values[name], rel=1e-5, abs=1e-7), name
 
 
 def test_resampled_values_are_the_metric_of_the_resampled_samples():
-    """FID, IS, KID, Vendi and class accuracy on a resample (duplicates and all) equal the metric computed
+    """FID, IS, KID, CMMD, Vendi and class accuracy on a resample (duplicates and all) equal the metric computed
     on the samples the resample draws."""
     metrics, _, gathered = gathered_row(generated=12, dim=16)  # fewer samples than dimensions: Vendi's kernel
     draws = draw_resamples(12, 40, 4, torch.Generator().manual_seed(3))
@@ -101,6 +102,7 @@ def test_resampled_values_are_the_metric_of_the_resampled_samples():
         expected = {
             "fid": float(sample_frechet_distance(real, generated)),
             "kid": kernel_inception_distance(real, generated),
+            "cmmd": 1000 * gaussian_mmd2(real, generated),
             "vendi": vendi_score(generated),
             "inception_score": float(inception),
             "class_accuracy": float(gathered.inputs["class_correct"][draws.generated[b]].double().mean()),

@@ -9,8 +9,7 @@ Its expectation is the population MMD² at any sample size (0 when the two distr
 FID is biased upwards at small N. torchmetrics and torch-fidelity average this estimator over random
 equal-size subsets; here it is taken once over all the features gathered from every rank (no subset
 randomness), with torchmetrics' ``poly_kernel``, in float64, ``BLOCK_ROWS`` kernel rows at a time.
-Resampled: with c and d the times each real and generated feature is drawn, the sums over pairs of
-distinct draws are cᵀ K_xx c - Σ c_i k(x_i, x_i) (and so on), from the kernel matrices computed once.
+Resampled from the kernel matrices computed once (``metrics.mmd.resampled_unbiased_mmd2``).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 from torch import Tensor
 from torchmetrics.image.kid import poly_kernel
 
-from lightning_diffusion.metrics.mmd import unbiased_mmd2
+from lightning_diffusion.metrics.mmd import resampled_unbiased_mmd2, unbiased_mmd2
 from lightning_diffusion.metrics.registry import (
     BLOCK_ROWS,
     PAIRWISE_LIMIT,
@@ -66,9 +65,4 @@ class KID(RowMetric):
             return {}
         x, y = real.double(), generated.double()
         within_real = memo(self, "kernel", (real,), lambda: poly_kernel(x, x))
-        within_generated, across = poly_kernel(y, y), poly_kernel(x, y)
-        c, d = draws.real_counts(), draws.generated_counts()
-        pairs_x = ((c @ within_real) * c).sum(dim=1) - c @ within_real.diagonal()  # drop a draw with itself
-        pairs_y = ((d @ within_generated) * d).sum(dim=1) - d @ within_generated.diagonal()
-        pairs_xy = ((c @ across) * d).sum(dim=1)
-        return {"kid": pairs_x / (m * (m - 1)) + pairs_y / (n * (n - 1)) - 2 * pairs_xy / (m * n)}
+        return {"kid": resampled_unbiased_mmd2(within_real, poly_kernel(y, y), poly_kernel(x, y), draws)}
