@@ -1,11 +1,19 @@
-"""Bootstrap intervals of a sweep row's metrics (Efron & Tibshirani 1993, ch. 13: the percentile interval).
+"""Bootstrap intervals of a sweep row's metrics (Efron & Tibshirani 1993: the percentile interval of
+ch. 13, moved by the bootstrap estimate of bias of ch. 10).
 
 A row's samples are resampled with replacement B times (``Resamples``: generated samples, and real ones
 for the metrics that compare with real data), each registered metric is recomputed on every resample from
 the per-sample data the sweep already gathered (``RowMetric.resampled``: features, logits, outcomes; no
-network evaluation), and the 2.5 % and 97.5 % quantiles of the B values are the 95 % interval
-(``<column>_lo``, ``<column>_hi``). With K seed sets each set is resampled on its own and the B values are
-averaged over the sets, so the interval is that of the row's value, the mean over the sets.
+network evaluation). The 2.5 % and 97.5 % quantiles of the B values, minus the bootstrap's bias estimate
+mean(values) - value, are the 95 % interval (``<column>_lo``, ``<column>_hi``) of the metric's expected
+value at the row's N. The shift matters for biased metrics: a resample repeats samples, so its FID carries
+a larger small-sample bias than the row's own, and the plain percentile interval lies wholly above the
+row's FID. Measured on Gaussians (N = 200 generated against 1000 real, 200 repeats, B = 500), the plain
+percentile interval held the expected FID in 69 % of repeats at d = 8 and in none at d = 32 and 64; the
+shifted one in 97 %, 99 % and 100 % (``tests/test_bootstrap.py`` keeps the d = 4 case). For unbiased
+metrics (means, KID) the shift is about 0 and the two agree. With K seed sets each set is resampled on its
+own and the B values are averaged over the sets, so the interval is that of the row's value, the mean over
+the sets.
 
 The draws come from a generator seeded by (seed, seed set), so an interval does not depend on the number
 of processes; rank 0 computes them after the metrics' collective and the sweep broadcasts the row.
@@ -16,6 +24,7 @@ both, so the noise the rows have in common cancels from their difference.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,15 +83,17 @@ def resampled_values(
     return found
 
 
-def percentile_interval(values: Tensor, level: float = LEVEL) -> tuple[float, float] | None:
-    """The ``level`` percentile interval of bootstrap ``values`` (B,); None where fewer than half of them
-    are finite (the metric had no value on most resamples)."""
-    finite = values[values.isfinite()]
+def bootstrap_interval(values: Tensor, point: float, level: float = LEVEL) -> tuple[float, float] | None:
+    """The ``level`` interval of a metric's expected value from its value ``point`` and its bootstrap
+    ``values`` (B,): the percentile interval minus the bias estimate mean(values) - point. None where fewer
+    than half of the values are finite (the metric had no value on most resamples)."""
+    finite = values[values.isfinite()].double()
     if len(finite) == 0 or len(finite) < len(values) / 2:
         return None
     tail = (1 - level) / 2
-    low, high = torch.quantile(finite.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
-    return float(low), float(high)
+    low, high = torch.quantile(finite, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    bias = float(finite.mean()) - point
+    return float(low) - bias, float(high) - bias
 
 
 def mean_over_sets(per_set: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -97,11 +108,16 @@ def mean_over_sets(per_set: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
     }
 
 
-def interval_columns(per_set: Sequence[dict[str, Tensor]], level: float = LEVEL) -> dict[str, float | None]:
+def interval_columns(
+    per_set_values: Sequence[dict[str, Any]], per_set_draws: Sequence[dict[str, Tensor]], level: float = LEVEL
+) -> dict[str, float | None]:
     """``<column>_lo`` and ``<column>_hi`` of the row's value (the mean over its seed sets) from each set's
-    draws; None where a column has too few finite draws."""
+    values and draws; None where a column has too few finite draws or a set has no value."""
     found: dict[str, float | None] = {}
-    for name, draws in mean_over_sets(per_set).items():
-        interval = percentile_interval(draws, level)
+    for name, draws in mean_over_sets(per_set_draws).items():
+        points = [values.get(name) for values in per_set_values]
+        interval = None
+        if all(point is not None for point in points):
+            interval = bootstrap_interval(draws, float(np.mean(points)), level)
         found[f"{name}_lo"], found[f"{name}_hi"] = interval if interval is not None else (None, None)
     return found

@@ -3,9 +3,10 @@
 Rows of one sweep (and of two sweeps run with the same seed, N and reference) draw sample i of seed set k
 from the same noise, so the difference of two rows' metrics is paired: resampling the sample indices the
 two rows share, the same draws for both (and the same real draws), lets the noise they have in common
-cancel, and the 95 % percentile interval of the B differences says whether the rows are distinguishable
-(Efron & Tibshirani 1993, ch. 13). Over several seed sets each set is resampled on its own and the
-differences averaged. ``frontier.csv``'s ties and ``python -m lightning_diffusion compare`` use this.
+cancel, and the 95 % interval of the B differences (``sweep.bootstrap.bootstrap_interval``: percentile,
+moved by the bootstrap's bias estimate) says whether the rows are distinguishable. Over several seed sets
+each set is resampled on its own and the differences averaged. ``frontier.csv``'s ties and
+``python -m lightning_diffusion compare`` use this.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from lightning_diffusion.metrics.registry import Resamples, RowMetric
 from lightning_diffusion.sweep.bootstrap import (
     LEVEL,
     bootstrap_generator,
+    bootstrap_interval,
     check_resamples,
     draw_resamples,
-    percentile_interval,
     resampled_values,
 )
 from lightning_diffusion.sweep.saved_features import SavedRow, load_reference, load_row
@@ -188,7 +189,7 @@ class PairedRows:
         for name in _shared_columns([values for values, _ in per_set]):
             value = float(np.mean([values[name] for values, _ in per_set]))
             draws = torch.stack([d[name] for _, d in per_set]).mean(dim=0)
-            low, high = percentile_interval(draws, self.level) or (None, None)
+            low, high = bootstrap_interval(draws, value, self.level) or (None, None)
             estimates[name] = Estimate(value, low, high)
         return estimates
 
@@ -220,7 +221,7 @@ class PairedRows:
             a = float(np.mean([pair[0][0][name] for pair in per_set]))
             b = float(np.mean([pair[1][0][name] for pair in per_set]))
             draws = torch.stack([pair[1][1][name] - pair[0][1][name] for pair in per_set]).mean(dim=0)
-            low, high = percentile_interval(draws, self.level) or (None, None)
+            low, high = bootstrap_interval(draws, b - a, self.level) or (None, None)
             found[name] = Difference(a, b, b - a, low, high)
         return found
 

@@ -392,7 +392,8 @@ def _statistics(sets: list[SetValues], intervals: bool) -> dict[str, Any]:
     """The columns beside a row's values, grouped by metric column: over K >= 2 sets its mean, sd and
     minimum; with ``intervals`` its 95 % bootstrap interval (of the mean over the sets)."""
     per_column = seed_sets.set_statistics([entry.values for entry in sets]) if len(sets) > 1 else {}
-    bounds = interval_columns([entry.draws for entry in sets if entry.draws is not None]) if intervals else {}
+    drawn = [entry for entry in sets if entry.draws is not None]
+    bounds = interval_columns([e.values for e in drawn], [e.draws for e in drawn]) if intervals else {}
     found: dict[str, Any] = {}
     for name in dict.fromkeys([*per_column, *(key.rsplit("_", 1)[0] for key in bounds)]):
         for statistic, value in per_column.get(name, {}).items():

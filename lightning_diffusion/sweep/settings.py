@@ -47,7 +47,7 @@ class SweepSettings:
     ``seed_sets`` K draws K disjoint noise sets per row (``sweep.seed_sets``): each metric column is then the
     mean over the sets, with ``<column>_mean``, ``_sd`` and ``_min`` beside it, and ``frontier.csv`` chooses
     each method's scale on one set and reports it on the others. ``bootstrap`` B (at least 100; 0 or None:
-    off) gives each metric a 95 % percentile interval (``<column>_lo``, ``_hi``) from B resamples of the
+    off) gives each metric a 95 % bootstrap interval (``<column>_lo``, ``_hi``) from B resamples of the
     samples' features (``sweep.bootstrap``), writes the per-sample features the ``compare`` command reads
     and marks ties in ``frontier.csv``. ``search`` runs a successive-halving search over each row's scales
     (``sweep.search``) for the best ``search_metric`` (default fid) at class accuracy >= ``search_target``
