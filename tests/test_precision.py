@@ -220,8 +220,18 @@ def test_a_run_out_of_time_warns_and_its_checkpoint_warns_the_sampler(in_tmp_dir
     record = torch.load(checkpoint, map_location="cpu", weights_only=True)[CHECKPOINT_KEY]
     assert record["stopped_by_time"] and record["min_steps"] == 10**9 and record["steps"] >= 1
     lightning_diffusion_main(
-        ["sample", str(checkpoint), "--out", str(tmp_path / "samples"), "--scales", "1", "--per_class", "1",
-         "--sampler.steps", "2"]
+        [
+            "sample",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "samples"),
+            "--scales",
+            "1",
+            "--per_class",
+            "1",
+            "--sampler.steps",
+            "2",
+        ]
     )
     warning = f"{checkpoint}: this checkpoint trained {record['steps']} steps, fewer than the 1000000000"
     assert warning in caplog.text
