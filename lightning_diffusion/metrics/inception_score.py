@@ -1,6 +1,8 @@
 """Inception Score (Salimans et al. 2016, Sec. 4): exp(E_x KL(p(y|x) || p(y))) from the extractor's
 logits, over one split so that it does not depend on the order in which ranks gather samples (torchmetrics'
-state is the list of logits, concatenated over ranks). Resampled: with c_j the times sample j is drawn,
+state is the list of logits, concatenated over ranks). torchmetrics permutes the logits with torch's global
+generator before splitting; the permutation runs under a fixed seed in a forked generator, so a row's score
+is the same in every process and the sweep's global random state is left alone. Resampled: with c_j the times sample j is drawn,
 p(y) = Σ c_j p(y|x_j) / M and log IS = Σ c_j Σ_y p(y|x_j) log p(y|x_j) / M - Σ_y p(y) log p(y)."""
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class InceptionScore(RowMetric):
         self.inception_score.update(inputs["logits"].float())
 
     def compute(self, gathered: Gathered) -> dict[str, float | None]:
-        score = float(self.inception_score.compute()[0])  # a collective: every rank calls it
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            score = float(self.inception_score.compute()[0])  # a collective: every rank calls it
         return {"inception_score": None if _classless(gathered) else score}
 
     def resampled(self, gathered: Gathered, draws: Resamples) -> dict[str, Tensor]:
