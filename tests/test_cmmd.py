@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lightning_diffusion.metrics import METRIC_KEYS
-from lightning_diffusion.metrics.cmmd import CMMD, SCALE, SIGMA, gaussian_kernel_sum, gaussian_mmd2
+from lightning_diffusion.metrics.cmmd import CMMD, SCALE, SIGMA, gaussian_kernel, gaussian_mmd2
+from lightning_diffusion.metrics.mmd import kernel_sum
 from lightning_diffusion.metrics.registry import Gathered
 
 DIM, REAL, GENERATED, REPEATS = 3, 12, 7, 2000
@@ -45,7 +46,7 @@ def draw(p: Gaussian, count: int, generator: torch.Generator) -> torch.Tensor:
 
 def biased_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
     """The V-statistic (Gretton et al. 2012, Eq. 5), as google-research/cmmd computes it."""
-    means = [gaussian_kernel_sum(a, b, SIGMA) / (len(a) * len(b)) for a, b in ((x, x), (y, y), (x, y))]
+    means = [kernel_sum(gaussian_kernel, a, b) / (len(a) * len(b)) for a, b in ((x, x), (y, y), (x, y))]
     return float(means[0] + means[1] - 2 * means[2])
 
 
@@ -67,8 +68,8 @@ def test_unbiased_estimator_averages_to_the_population_mmd2(shift):
 def test_blocks_do_not_change_the_kernel_sum_and_the_column_is_scaled():
     generator = torch.Generator().manual_seed(3)
     x, y = 8 * torch.randn(9, DIM, generator=generator), 8 * torch.randn(5, DIM, generator=generator)
-    whole = gaussian_kernel_sum(x.double(), y.double(), SIGMA)
-    assert float(gaussian_kernel_sum(x.double(), y.double(), SIGMA, block=2)) == pytest.approx(float(whole))
+    whole = kernel_sum(gaussian_kernel, x.double(), y.double())
+    assert float(kernel_sum(gaussian_kernel, x.double(), y.double(), block=2)) == pytest.approx(float(whole))
     assert "cmmd" in METRIC_KEYS
     row = CMMD(DIM).compute(Gathered(x, y))
     assert row["cmmd"] == pytest.approx(SCALE * gaussian_mmd2(x, y))

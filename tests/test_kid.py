@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchmetrics.image.kid import poly_mmd
+from torchmetrics.image.kid import poly_kernel, poly_mmd
 
 from lightning_diffusion.metrics import METRIC_KEYS, SampleMetrics
-from lightning_diffusion.metrics.kid import kernel_inception_distance, kernel_sum
+from lightning_diffusion.metrics.kid import kernel_inception_distance
+from lightning_diffusion.metrics.mmd import kernel_sum
 
 DIM, REAL, GENERATED, REPEATS = 3, 12, 7, 2000  # m != n: the estimator's two within-set normalisations
 
@@ -50,9 +51,8 @@ def draw(p: tuple[torch.Tensor, torch.Tensor], count: int, generator: torch.Gene
 def biased_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
     """The V-statistic (diagonals kept, 1/m² and 1/n²): what forgetting i != j would compute."""
     m, n = len(x), len(y)
-    return (
-        kernel_sum(x, x, 5) / m**2 + kernel_sum(y, y, 5) / n**2 - 2 * kernel_sum(x, y, 5) / (m * n)
-    ).item()
+    sums = [kernel_sum(poly_kernel, a, b, 5) for a, b in ((x, x), (y, y), (x, y))]
+    return (sums[0] / m**2 + sums[1] / n**2 - 2 * sums[2] / (m * n)).item()
 
 
 P = gaussian([0.5, -1.0, 0.0], [1.0, 0.5, 1.5], seed=0)

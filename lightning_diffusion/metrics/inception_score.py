@@ -2,8 +2,9 @@
 logits, over one split so that it does not depend on the order in which ranks gather samples (torchmetrics'
 state is the list of logits, concatenated over ranks). torchmetrics permutes the logits with torch's global
 generator before splitting; the permutation runs under a fixed seed in a forked generator, so a row's score
-is the same in every process and the sweep's global random state is left alone. Resampled: with c_j the times sample j is drawn,
-p(y) = Σ c_j p(y|x_j) / M and log IS = Σ c_j Σ_y p(y|x_j) log p(y|x_j) / M - Σ_y p(y) log p(y)."""
+is the same in every process and the sweep's global random state is left alone. Resampled: with c_j the
+times sample j is drawn, p(y) = Σ c_j p(y|x_j) / M and
+log IS = Σ c_j Σ_y p(y|x_j) log p(y|x_j) / M - Σ_y p(y) log p(y)."""
 
 from __future__ import annotations
 
