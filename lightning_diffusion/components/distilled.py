@@ -21,17 +21,25 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from lightning_diffusion.components.carried import CarriedModel, Source
 from lightning_diffusion.components.conditions import GuidanceScale
 from lightning_diffusion.components.conditions.guidance_scale import KEY as SCALE_KEY
 from lightning_diffusion.components.denoiser import Denoiser
-from lightning_diffusion.config import ConfigError, import_class, instantiate, is_spec
+from lightning_diffusion.config import ConfigError, instantiate, is_spec
 from lightning_diffusion.diffusion import SamplerSpec, loss_weight, noised
 from lightning_diffusion.diffusion.parameterization import broadcast_to
 from lightning_diffusion.guidance.classifier_free import conditional_and_unconditional
-from lightning_diffusion.registry import discover, load_component, register
+from lightning_diffusion.registry import register
 
-CARRIED_KEY = "carried_teacher"  # {CARRIED_KEY: teacher spec, "trained_from": path}
-TeacherSource = str | dict[str, Any]
+CARRIED_TEACHER = CarriedModel(
+    key="carried_teacher",
+    model=Denoiser,
+    kind="denoiser",
+    noun="teacher",
+    use="is distilled from",
+    argument="teacher",
+    train="python train.py fit --config configs/<data>/denoiser.yaml",
+)
 DENOISER_ARGUMENTS = (
     "net",
     "image_shape",
@@ -45,44 +53,10 @@ DENOISER_ARGUMENTS = (
 )
 
 
-def load_teacher(teacher: TeacherSource | Denoiser, role: str) -> Denoiser:
-    """The frozen teacher (eval mode, no gradients) from a checkpoint path, a denoiser, or the
-    ``carried_teacher`` record of a student's checkpoint (built from its spec; the weights come with the
-    student's state dict). ``role`` names the student in messages."""
-    if isinstance(teacher, dict):
-        teacher = _build_carried(teacher, role)
-    elif not isinstance(teacher, Denoiser):
-        if not Path(str(teacher)).is_file():
-            raise ConfigError(
-                f"{role} is distilled from the teacher checkpoint {str(teacher)!r}, which does not exist; "
-                "train the teacher first (python train.py fit --config configs/<data>/denoiser.yaml) and "
-                "set teacher to its checkpoints/last.ckpt."
-            )
-        teacher = load_component(str(teacher), kind="denoiser")
-    teacher.requires_grad_(False)
-    return teacher.eval()
-
-
-def _build_carried(record: dict[str, Any], role: str) -> Denoiser:
-    """A teacher from a ``carried_teacher`` record (whose spec ``instantiate`` may already have built)."""
-    teacher = record.get(CARRIED_KEY)
-    if is_spec(teacher) and issubclass(import_class(teacher["class_path"]), Denoiser):
-        discover()
-        teacher = instantiate(teacher)
-    if not isinstance(teacher, Denoiser):
-        raise ConfigError(
-            f"{role} needs teacher to be the path of a denoiser checkpoint (or, as its own checkpoints "
-            f"record it, {{{CARRIED_KEY!r}: <Denoiser spec>, 'trained_from': path}}), got a dict with keys "
-            f"{sorted(record)}."
-        )
-    return teacher
-
-
-def carried_teacher(teacher: Denoiser, trained_from: TeacherSource) -> dict[str, Any]:
-    """How a student's checkpoint records its teacher: the teacher's spec (its weights travel in the same
-    state dict) and the path it was first loaded from."""
-    origin = trained_from.get("trained_from") if isinstance(trained_from, dict) else trained_from
-    return {CARRIED_KEY: teacher.spec, "trained_from": None if origin is None else str(origin)}
+def load_teacher(teacher: Source | Denoiser, role: str) -> Denoiser:
+    """The frozen teacher from a checkpoint path, a denoiser, or the ``carried_teacher`` record of a
+    student's checkpoint (``CarriedModel.load``); ``role`` names the student in messages."""
+    return CARRIED_TEACHER.load(teacher, role)
 
 
 def _built(value: Any) -> Any:
@@ -105,7 +79,7 @@ class DistilledDenoiser(Denoiser):
 
     def __init__(
         self,
-        teacher: TeacherSource,  # a path, or (in its own checkpoints) the carried teacher
+        teacher: Source,  # a path, or (in its own checkpoints) the carried teacher
         scale_range: Sequence[float] = (1.0, 5.0),
         scale_features: int = 32,
         lr: float = 1e-4,
@@ -143,7 +117,7 @@ class DistilledDenoiser(Denoiser):
         teacher = self.__dict__.get("_modules", {}).get("teacher")
         if teacher is None:
             return spec
-        carried = carried_teacher(teacher, spec["init_args"]["teacher"])
+        carried = CARRIED_TEACHER.record(teacher, spec["init_args"]["teacher"])
         return {**spec, "init_args": {**spec["init_args"], "teacher": carried}}
 
     @property

@@ -1,72 +1,34 @@
 """A trained contrastive encoder used frozen inside another component (the unCLIP prior and decoder).
 
-A component is configured with the encoder's checkpoint (``encoder: path``). Its own checkpoints are
-self-contained: they record the encoder as a ``carried_encoder`` spec (how to build it, and the path
-it was first loaded from) and hold its weights in their state dict, so ``load_component`` and resuming
-with ``--ckpt_path`` rebuild it without the encoder's file. Its parameters never train and it stays in
-eval mode.
+A component is configured with the encoder's checkpoint (``encoder: path``); its checkpoints carry the
+encoder as a ``carried_encoder`` record (``components.carried``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lightning_diffusion.components.carried import CarriedModel, Source
 from lightning_diffusion.components.contrastive_encoder import ContrastiveEncoder
-from lightning_diffusion.config import ConfigError, import_class, instantiate, is_spec
-from lightning_diffusion.registry import discover, load_component
 
-CARRIED_KEY = "carried_encoder"  # {CARRIED_KEY: encoder spec, "trained_from": path}
-EncoderSource = str | dict[str, Any]
-
-
-def carried_encoder(encoder: ContrastiveEncoder, trained_from: EncoderSource) -> dict[str, Any]:
-    """How a component's checkpoint records its frozen encoder: the encoder's spec (its weights travel in
-    the same checkpoint's state dict) and the path it was first loaded from."""
-    origin = trained_from.get("trained_from") if isinstance(trained_from, dict) else trained_from
-    return {CARRIED_KEY: encoder.spec, "trained_from": origin}
+CARRIED_ENCODER = CarriedModel(
+    key="carried_encoder",
+    model=ContrastiveEncoder,
+    kind="contrastive_encoder",
+    noun="contrastive encoder",
+    use="embeds images and captions with",
+    argument="encoder",
+    train="python train.py fit --config configs/<data>/contrastive_encoder.yaml",
+)
 
 
-def load_frozen_encoder(encoder: EncoderSource | ContrastiveEncoder, role: str) -> ContrastiveEncoder:
-    """The frozen contrastive encoder a component needs; ``role`` (e.g. "the unCLIP decoder") names the
-    component in error messages. ``encoder`` is a checkpoint path, an encoder object, or the
-    ``carried_encoder`` record of a component checkpoint: the encoder is then built from its spec and
-    gets its weights when the component's state dict is loaded."""
-    if isinstance(encoder, dict):
-        encoder = _build_carried(encoder, role)
-    elif not isinstance(encoder, ContrastiveEncoder):
-        encoder = _load_checkpoint(str(encoder), role)
-    encoder.requires_grad_(False)
-    return encoder.eval()
-
-
-def _load_checkpoint(path: str, role: str) -> ContrastiveEncoder:
-    if not Path(path).is_file():
-        raise ConfigError(
-            f"{role} embeds images and captions with the contrastive encoder checkpoint {path!r}, which "
-            "does not exist; train one (python train.py fit --config "
-            "configs/<data>/contrastive_encoder.yaml) and set encoder to its checkpoints/last.ckpt."
-        )
-    return load_component(path, kind="contrastive_encoder")
-
-
-def _build_carried(record: dict[str, Any], role: str) -> ContrastiveEncoder:
-    """An encoder (untrained until the component's weights are loaded) from a ``carried_encoder`` record
-    (whose spec ``instantiate`` may already have built)."""
-    encoder = record.get(CARRIED_KEY)
-    if is_spec(encoder) and issubclass(import_class(encoder["class_path"]), ContrastiveEncoder):
-        discover()
-        encoder = instantiate(encoder)
-    if not isinstance(encoder, ContrastiveEncoder):
-        raise ConfigError(
-            f"{role} needs encoder to be the path of a contrastive encoder checkpoint (or, as its own "
-            f"checkpoints record it, {{{CARRIED_KEY!r}: <ContrastiveEncoder spec>, 'trained_from': path}}), "
-            f"got a dict with keys {sorted(record)}."
-        )
-    return encoder
+def load_frozen_encoder(encoder: Source | ContrastiveEncoder, role: str) -> ContrastiveEncoder:
+    """The frozen contrastive encoder a component needs (``CarriedModel.load``); ``role`` (e.g. "the unCLIP
+    decoder") names the component in error messages."""
+    return CARRIED_ENCODER.load(encoder, role)
 
 
 class FrozenEncoderUser:
@@ -83,7 +45,7 @@ class FrozenEncoderUser:
         encoder = getattr(self, "encoder", None)  # None until built (a submodule, or a part's)
         if encoder is None:
             return spec
-        carried = carried_encoder(encoder, spec["init_args"]["encoder"])
+        carried = CARRIED_ENCODER.record(encoder, spec["init_args"]["encoder"])
         return {**spec, "init_args": {**spec["init_args"], "encoder": carried}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_diffusion.components.carried import Source
 from lightning_diffusion.components.conditions.guidance_scale import KEY as SCALE_KEY
-from lightning_diffusion.components.distilled import DistilledDenoiser, TeacherSource, load_teacher
+from lightning_diffusion.components.distilled import DistilledDenoiser, load_teacher
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import SamplerSpec
 from lightning_diffusion.diffusion.parameterization import broadcast_to
@@ -35,7 +36,7 @@ class ProgressiveDenoiser(DistilledDenoiser):
 
     def __init__(
         self,
-        teacher: TeacherSource,  # a path, or (in its own checkpoints) the carried teacher
+        teacher: Source,  # a path, or (in its own checkpoints) the carried teacher
         steps: int | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
