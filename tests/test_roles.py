@@ -49,8 +49,8 @@ def test_every_method_needs_registered_roles_and_every_role_has_a_flag():
 def test_a_new_role_is_one_entry_from_flag_to_guidance(checkpoints, tmp_path, monkeypatch):
     """A "critic" role (a second noisy classifier) and a method guided by it: the flag, the loading, the
     refusal without it and the model reaching the method come from the one register_role call."""
-    monkeypatch.setattr(role_registry, "_roles", dict(role_registry._roles))
-    monkeypatch.setattr(guidance_registry, "_methods", dict(guidance_registry._methods))
+    monkeypatch.setattr(role_registry, "_roles", role_registry._roles.copy())
+    monkeypatch.setattr(guidance_registry, "_methods", guidance_registry._methods.copy())
     role_registry.register_role(
         Role("critic", "noisy_classifier", "a critic", "a second noisy classifier", ("image", "classes"))
     )
@@ -73,10 +73,10 @@ def test_a_new_role_is_one_entry_from_flag_to_guidance(checkpoints, tmp_path, mo
 
 
 def test_a_method_needing_an_unregistered_role_is_refused_listing_the_roles(monkeypatch):
-    monkeypatch.setattr(guidance_registry, "_methods", dict(guidance_registry._methods))
+    monkeypatch.setattr(guidance_registry, "_methods", guidance_registry._methods.copy())
     guidance_registry.register_method(GuidanceMethod("oracle", get_method("cfg").build, needs=("oracel",)))
     with pytest.raises(
-        ConfigError, match=r"unknown model role\(s\) \['oracel'\].*the roles are: evaluator, "
+        ConfigError, match=r"oracle names unknown model role 'oracel'.*the roles are: evaluator, "
     ):
         get_sweep_method("oracle")
 

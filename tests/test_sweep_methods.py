@@ -83,7 +83,7 @@ def write_plugin(root: Path) -> Path:
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The plug-in importable and discovery run afresh on a copy of the registry (restored after)."""
     monkeypatch.syspath_prepend(str(write_plugin(tmp_path / "plugin_root")))
-    monkeypatch.setattr(registry, "_methods", dict(registry._methods))
+    monkeypatch.setattr(registry, "_methods", registry._methods.copy())
     monkeypatch.setattr(registry, "_discovered", False)
     yield
     import sys

@@ -20,11 +20,12 @@ from typing import Any
 
 from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.guidance.base import Guidance
+from lightning_diffusion.named_registry import NamedRegistry
 
 ENTRY_POINT_GROUP = "lightning_diffusion.methods"
 MODIFIERS = ("interval", "schedule", "rescale", "threshold")
 
-_methods: dict[str, GuidanceMethod] = {}
+_methods: NamedRegistry[GuidanceMethod] = NamedRegistry("guidance method", "registered methods", sort=True)
 _discovered = False
 
 
@@ -129,11 +130,7 @@ class GuidanceMethod:
 
 def register_method(method: GuidanceMethod) -> GuidanceMethod:
     """Register ``method`` under its name (a second, different method of that name is refused)."""
-    existing = _methods.get(method.name)
-    if existing is not None and existing != method:
-        raise ConfigError(f"two guidance methods are named {method.name!r}; rename one.")
-    _methods[method.name] = method
-    return method
+    return _methods.register(method.name, method)
 
 
 def discover() -> None:
@@ -152,18 +149,13 @@ def discover() -> None:
 def method_names() -> list[str]:
     """The registered method names, plug-ins included, sorted."""
     discover()
-    return sorted(_methods)
+    return _methods.names()
 
 
 def get_method(name: str) -> GuidanceMethod:
     """The method registered as ``name``; an unknown name lists the registered ones and the closest."""
     discover()
-    if name in _methods:
-        return _methods[name]
-    raise ConfigError(
-        f"unknown guidance method {name!r}{did_you_mean(name, _methods)}; the registered methods are: "
-        f"{', '.join(sorted(_methods))}."
-    )
+    return _methods.get(name)
 
 
 def parse_options(owner: str, options: type | None, values: Mapping[str, Any] | None) -> Any:

@@ -24,6 +24,7 @@ from lightning_diffusion.components.prior import check_candidates
 from lightning_diffusion.config import ConfigError, did_you_mean
 from lightning_diffusion.guidance.factory import build_guidance
 from lightning_diffusion.guidance.registry import GuidanceMethod, get_method, method_names, parse_options
+from lightning_diffusion.named_registry import NamedRegistry
 from lightning_diffusion.pipeline import Cascade, Unclip
 from lightning_diffusion.resampling import check_aug_level
 from lightning_diffusion.sampling import CountingModel, generate
@@ -255,13 +256,13 @@ def configured_cascade(
     )
 
 
-_chained: dict[str, SweepMethod] = {}
+_chained: NamedRegistry[SweepMethod] = NamedRegistry("chained method", "chained methods")
 
 
 def register_sweep_method(method: SweepMethod) -> SweepMethod:
-    """Register a sweep method that is not a guidance method of the denoiser (a chain of stages)."""
-    _chained[method.name] = method
-    return method
+    """Register a sweep method that is not a guidance method of the denoiser (a chain of stages); a second,
+    different method of that name is refused."""
+    return _chained.register(method.name, method)
 
 
 register_sweep_method(CascadeMethod())
@@ -270,7 +271,7 @@ from lightning_diffusion.sweep import distilled  # noqa: E402, F401 - registers 
 
 
 def chained_methods() -> list[SweepMethod]:
-    return list(_chained.values())
+    return _chained.entries()
 
 
 def sweep_method_names() -> list[str]:
@@ -281,7 +282,7 @@ def sweep_method_names() -> list[str]:
 def get_sweep_method(name: str) -> SweepMethod:
     """The sweep method called ``name``; an unknown name lists them all and the closest."""
     if name in _chained:
-        return _chained[name]
+        return _chained.get(name)
     if name in method_names():
         return GuidedMethod(get_method(name))
     known = sweep_method_names()
@@ -292,4 +293,4 @@ def get_sweep_method(name: str) -> SweepMethod:
 
 def methods_taking(option: str) -> list[str]:
     """The chained methods with ``option`` among their options."""
-    return [method.name for method in _chained.values() if option in method.option_names]
+    return [method.name for method in _chained.entries() if option in method.option_names]

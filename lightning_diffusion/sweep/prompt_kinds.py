@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_diffusion.config import ConfigError, did_you_mean
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.named_registry import NamedRegistry
 
 
 @dataclass(frozen=True)
@@ -79,31 +80,24 @@ class PromptKind:
         return (self.refusal or default).format(method=method)
 
 
-_kinds: dict[str, PromptKind] = {}
+_kinds: NamedRegistry[PromptKind] = NamedRegistry(
+    "prompt kind", "prompt kinds", hint=" (add one with register_prompt_kind)"
+)
 
 
 def register_prompt_kind(kind: PromptKind) -> PromptKind:
     """Register ``kind`` under its name (a second, different kind of that name is refused)."""
-    existing = _kinds.get(kind.name)
-    if existing is not None and existing != kind:
-        raise ConfigError(f"two prompt kinds are named {kind.name!r}; rename one.")
-    _kinds[kind.name] = kind
-    return kind
+    return _kinds.register(kind.name, kind)
 
 
 def prompt_kinds() -> list[PromptKind]:
     """The registered prompt kinds, in registration order."""
-    return list(_kinds.values())
+    return _kinds.entries()
 
 
 def get_prompt_kind(name: str, owner: str = "a sweep") -> PromptKind:
     """The kind registered as ``name``; an unknown name (as declared by ``owner``) lists the kinds."""
-    if name in _kinds:
-        return _kinds[name]
-    raise ConfigError(
-        f"{owner} names the prompt kind {name!r}, which is not registered{did_you_mean(name, _kinds)}; the "
-        f"prompt kinds are: {', '.join(_kinds)} (add one with register_prompt_kind)."
-    )
+    return _kinds.get(name, asked_by=owner)
 
 
 def describe(names: Iterable[str]) -> str:
@@ -121,9 +115,9 @@ def choose_kind(
     if asked is not None:
         return get_prompt_kind(asked)
     alone = {kinds[0] for kinds in followed if kinds is not None and len(kinds) == 1}
-    wanted = [kind for kind in _kinds.values() if kind.takes(denoiser) or kind.name in alone]
+    wanted = [kind for kind in _kinds.entries() if kind.takes(denoiser) or kind.name in alone]
     if not wanted:
-        return next(iter(_kinds.values()))
+        return _kinds.entries()[0]
     return max(wanted, key=lambda kind: sum(other.name in (kind.name, *kind.carries) for other in wanted))
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lightning_diffusion.compatibility import ASPECTS
-from lightning_diffusion.config import ConfigError, did_you_mean
+from lightning_diffusion.config import ConfigError
+from lightning_diffusion.named_registry import NamedRegistry
 from lightning_diffusion.registry import load_component
 
 if TYPE_CHECKING:
@@ -74,40 +75,30 @@ class Role:
         )
 
 
-_roles: dict[str, Role] = {}
+_roles: NamedRegistry[Role] = NamedRegistry(
+    "model role", "roles", hint=" (register a new one with sweep.roles.register_role)"
+)
 
 
 def register_role(role: Role) -> Role:
     """Register ``role`` under its name (a second, different role of that name is refused)."""
-    existing = _roles.get(role.name)
-    if existing is not None and existing != role:
-        raise ConfigError(f"two model roles are named {role.name!r}; rename one.")
-    _roles[role.name] = role
-    return role
+    return _roles.register(role.name, role)
 
 
 def registered_roles() -> list[Role]:
     """Every registered role, in registration order (the order of the flags)."""
-    return list(_roles.values())
+    return _roles.entries()
 
 
 def get_role(name: str) -> Role:
     """The role called ``name``; an unknown name lists the roles and the closest."""
-    if name in _roles:
-        return _roles[name]
-    raise ConfigError(
-        f"unknown model role {name!r}{did_you_mean(name, _roles)}; the roles are: {', '.join(_roles)}."
-    )
+    return _roles.get(name)
 
 
 def check_roles(owner: str, names: Sequence[str]) -> None:
     """Refuse ``owner`` (a method) declaring a role that is not registered."""
-    unknown = [name for name in names if name not in _roles]
-    if unknown:
-        raise ConfigError(
-            f"{owner} needs unknown model role(s) {unknown}{did_you_mean(unknown[0], _roles)}; the roles "
-            f"are: {', '.join(_roles)} (register a new one with sweep.roles.register_role)."
-        )
+    for name in names:
+        _roles.get(name, asked_by=owner)
 
 
 def _load_cascade(paths: Sequence[str], device: Any, allow_cross_data: bool) -> Any:
