@@ -337,7 +337,7 @@ def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]
     import torch
     from lightning.fabric import Fabric
 
-    from lightning_diffusion.sweep import run_sweep
+    from lightning_diffusion.sweep import SweepContext, run_sweep
     from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
 
     settings = sweep_settings(args, typed)
@@ -366,16 +366,14 @@ def run(args: Any, typed: Collection[str] | None = None) -> list[dict[str, Any]]
 
             compile_networks(models.denoiser, args.compile_mode)
         wandb_run = start_wandb(args, settings) if args.wandb and fabric.global_rank == 0 else None
-        rows = run_sweep(
-            models,
-            settings,
-            args.out,
+        context = SweepContext(
             real_batches=lambda n: datamodule.real_batches(settings.real_split, n),
             reference_id=datamodule.reference_id(),
             cache_dir=args.cache_dir,
-            log_row=wandb_row_logger(wandb_run) if wandb_run is not None else None,
             prompts=build_prompts(args, models, datamodule, settings),
+            log_row=wandb_row_logger(wandb_run) if wandb_run is not None else None,
         )
+        rows = run_sweep(models, settings, args.out, context)
         if wandb_run is not None:
             log_sweep_summary(wandb_run, rows, Path(args.out))
             wandb_run.finish()

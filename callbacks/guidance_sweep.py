@@ -14,7 +14,7 @@ from callbacks.posthoc_ema import PostHocEMA
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import FeatureInputs, build_features
 from lightning_diffusion.registry import load_component
-from lightning_diffusion.sweep import SweepSettings, get_role, load_models, run_sweep
+from lightning_diffusion.sweep import SweepContext, SweepSettings, get_role, load_models, run_sweep
 from lightning_diffusion.sweep.models import averaged_checkpoint
 from lightning_diffusion.sweep.prompts import data_prompts
 from lightning_diffusion.sweep.wandb_logging import log_sweep_summary, wandb_row_logger
@@ -150,17 +150,15 @@ class GuidanceSweep(pl.Callback):
         prompts = data_prompts(models, datamodule, split, settings.plans())
         was_training = model.training
         model.eval()
-        rows = run_sweep(
-            models,
-            settings,
-            out,
+        context = SweepContext(
             real_batches=lambda n: datamodule.real_batches(split, n),
             reference_id=datamodule.reference_id(),
             cache_dir=self.cache_dir,
+            prompts=prompts,
             log_row=wandb_row_logger(run) if run is not None else None,
             progress=False,
-            prompts=prompts,
         )
+        rows = run_sweep(models, settings, out, context)
         model.train(was_training)
         if run is not None:
             log_sweep_summary(run, rows, out)

@@ -18,7 +18,7 @@ from lightning_diffusion.components.conditions import Condition, NetConditions, 
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.diffusion import SamplerSpec, sample_generators
 from lightning_diffusion.metrics import EvaluatorFeatures
-from lightning_diffusion.sweep import SweepModels, SweepSettings, get_sweep_method, run_sweep
+from lightning_diffusion.sweep import SweepContext, SweepModels, SweepSettings, get_sweep_method, run_sweep
 from lightning_diffusion.sweep import prompt_kinds as registry
 from lightning_diffusion.sweep.prompt_kinds import Pool, PromptKind, choose_kind, register_prompt_kind
 from lightning_diffusion.sweep.prompts import Prompts, data_prompts
@@ -75,7 +75,7 @@ COLOUR = PromptKind(
 @pytest.fixture
 def colour_kind(monkeypatch: pytest.MonkeyPatch) -> PromptKind:
     """The colour kind registered for one test (the registry is restored afterwards)."""
-    monkeypatch.setattr(registry, "_kinds", dict(registry._kinds))
+    monkeypatch.setattr(registry, "_kinds", registry._kinds.copy())
     return register_prompt_kind(COLOUR)
 
 
@@ -132,13 +132,15 @@ def test_methods_are_checked_against_the_colour_kind(colour_kind):
 
 def test_unknown_kinds_are_refused_with_the_registered_ones():
     with pytest.raises(
-        ConfigError, match=r"names the prompt kind 'colour', which is not registered.*: label, caption"
+        ConfigError, match=r"names unknown prompt kind 'colour'.*prompt kinds are: label, caption"
     ):
         Prompts("colour", [0, 1])
     method = get_sweep_method("cfg")
     method.prompts = ("lable",)
     plan = plans("cfg")[0]
-    with pytest.raises(ConfigError, match=r"method cfg names the prompt kind 'lable'.*did you mean label\?"):
+    with pytest.raises(
+        ConfigError, match=r"method cfg names unknown prompt kind 'lable'.*did you mean label\?"
+    ):
         method.check(SweepModels(tiny_denoiser(), None), plan, Prompts(num_classes=10))
 
 
@@ -150,9 +152,7 @@ def test_a_tiny_sweep_prompts_with_colours(colour_kind, tmp_path):
     )
     prompts = data_prompts(models, ColourData(), "train", settings.plans())
     real = torch.rand(8, 1, 8, 8) * 2 - 1
-    rows = run_sweep(
-        models, settings, tmp_path / "sweep", lambda n: [real[:n]], "colour-data", tmp_path / "cache",
-        progress=False, prompts=prompts,
-    )  # fmt: skip
+    context = SweepContext(lambda n: [real[:n]], "colour-data", tmp_path / "cache", prompts, progress=False)
+    rows = run_sweep(models, settings, tmp_path / "sweep", context)
     assert [(row["method"], row["scale"], row["nfe"]) for row in rows] == [("cfg", 0.0, 2), ("cfg", 2.0, 4)]
     assert all(row["fid"] is not None and row["class_accuracy"] is None for row in rows)

@@ -13,7 +13,7 @@ from tiny import tiny_denoiser
 import evaluate
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import column
-from lightning_diffusion.sweep import SweepModels, SweepSettings, run_sweep
+from lightning_diffusion.sweep import SweepContext, SweepModels, SweepSettings, run_sweep
 from lightning_diffusion.sweep.prompts import Prompts
 from lightning_diffusion.sweep.search import ranked, schedule
 
@@ -76,9 +76,8 @@ def test_a_search_spends_its_rounds_on_fresh_noise_and_reports_an_interval(check
 def test_an_accuracy_target_without_an_evaluator_is_refused_before_sampling(tmp_path):
     models = SweepModels(tiny_denoiser(), extractor=None, evaluator=None)
     with pytest.raises(ConfigError) as caught:
-        run_sweep(
-            models, SweepSettings(search=True), tmp_path, lambda n: [torch.zeros(n, 1, 8, 8)], {}, tmp_path
-        )
+        context = SweepContext(lambda n: [torch.zeros(n, 1, 8, 8)], {}, tmp_path)
+        run_sweep(models, SweepSettings(search=True), tmp_path, context)
     message = str(caught.value)
     for phrase in ("class accuracy >= 0.95", "--evaluator PATH", "--search_metric"):
         assert phrase in message
@@ -89,7 +88,7 @@ def test_an_accuracy_target_with_captions_without_labels_is_refused(tmp_path):
     models = SweepModels(tiny_denoiser(), extractor=None, evaluator=object())
     prompts = Prompts(captions=["a red square", "a blue circle"])
     with pytest.raises(ConfigError, match=r"carry no class labels .* --search_metric"):
-        run_sweep(models, SweepSettings(search=True), tmp_path, list, {}, tmp_path, prompts=prompts)
+        run_sweep(models, SweepSettings(search=True), tmp_path, SweepContext(list, {}, tmp_path, prompts))
 
 
 @pytest.mark.parametrize(

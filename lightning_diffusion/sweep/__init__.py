@@ -3,10 +3,12 @@
 By job: ``settings`` (what a sweep runs, validated) resolved into ``plans`` (one per row), ``methods``
 (what each kind of row needs and how it samples), ``roles`` (the models a sweep can combine with its
 denoiser, one entry each), ``models`` (loading them, and their checks), ``reference`` (real-data features
-and their cache), ``outputs`` (sweep.json / sweep.csv) and ``run`` (the loop).
+and their cache), ``context`` (the real data, prompts and row logger a run is given), ``outputs``
+(sweep.json / sweep.csv) and ``run`` (the loop).
 """
 
 from lightning_diffusion.metrics import METRIC_KEYS
+from lightning_diffusion.sweep.context import SweepContext
 from lightning_diffusion.sweep.methods import SweepMethod, get_sweep_method, register_sweep_method
 from lightning_diffusion.sweep.models import SweepModels, check_compatible, load_models
 from lightning_diffusion.sweep.outputs import ROW_KEYS, read_rows, write_rows
@@ -21,6 +23,7 @@ __all__ = [
     "ROW_KEYS",
     "Role",
     "RowPlan",
+    "SweepContext",
     "SweepMethod",
     "SweepModels",
     "SweepSettings",

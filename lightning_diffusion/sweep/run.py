@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from lightning_diffusion.sweep.bootstrap import (
     interval_columns,
     resampled_values,
 )
+from lightning_diffusion.sweep.context import SweepContext
 from lightning_diffusion.sweep.frontier import write_frontier
 from lightning_diffusion.sweep.grids import save_grid, sorted_grid
 from lightning_diffusion.sweep.methods import RowSampler, SweepMethod
@@ -98,31 +99,20 @@ def run_sweep(
     models: SweepModels,
     settings: SweepSettings,
     out: str | Path,
-    real_batches: Callable[[int], Iterable[Tensor]],
-    reference_id: Any,
-    cache_dir: str | Path,
-    log_row: Callable[[dict[str, Any], Path], None] | None = None,
-    progress: bool = True,
-    prompts: Prompts | None = None,
+    context: SweepContext,
     first_seed_set: int = 0,
 ) -> list[dict[str, Any]]:
     """Run every (row label, scale) not yet in ``out/sweep.json``; return all rows. With ``settings.search``
-    run the scale search instead (``sweep.search``) and return its result rows.
-
-    ``real_batches(n)`` yields n real images of the reference split, batch by batch; ``reference_id``
-    identifies that data (source spec) in the cache key. ``prompts`` says what samples are conditioned
-    on (default: uniform labels over the evaluator's classes). ``first_seed_set`` shifts every row's seed
-    sets (the search samples each round with fresh sets). Every rank must call this (metrics are
-    collectives).
+    run the scale search instead (``sweep.search``) and return its result rows. ``first_seed_set`` shifts
+    every row's seed sets (the search samples each round with fresh sets). Every rank must call this
+    (metrics are collectives).
     """
     settings.validate()
     if settings.search:
         from lightning_diffusion.sweep.search import run_search
 
-        return run_search(
-            models, settings, out, real_batches, reference_id, cache_dir, log_row, progress, prompts
-        )
-    prompts = prompts or Prompts(num_classes=models.num_classes)
+        return run_search(models, settings, out, context)
+    prompts = context.prompts or Prompts(num_classes=models.num_classes)
     plans = [
         dataclasses.replace(plan, seed_sets=tuple(first_seed_set + k for k in plan.seed_sets))
         for plan in settings.plans()
@@ -143,12 +133,12 @@ def run_sweep(
     rank, world = distributed.rank(), distributed.world_size()
     num_real = settings.num_real or settings.num_samples
     key = reference_key(
-        reference_id, denoiser.image_shape, settings.real_split, models.extractor.name, num_real
+        context.reference_id, denoiser.image_shape, settings.real_split, models.extractor.name, num_real
     )
     real = reference_features(
-        lambda: real_batches(num_real),
+        lambda: context.real_batches(num_real),
         models.extractor,
-        Path(cache_dir) / f"real_{key}.pt",
+        Path(context.cache_dir) / f"real_{key}.pt",
         settings.batch_size,
         device,
     )
@@ -173,12 +163,12 @@ def run_sweep(
         group = ScaleGroup([sampler for *_, sampler in entries])
         runs = [ScaleRun(*entry, metrics) for entry, metrics in zip(entries, pool, strict=False)]
         for seed_set in plan.seed_sets:
-            show = progress and rank == 0
+            show = context.progress and rank == 0
             _sample_set(runs, group, models, settings, prompts, my_indices, wanted, seed_set, device, show)
             for run in runs:
                 _measure(run, seed_set, settings, resampling)
         for index, run in enumerate(runs):
-            _finish(run, group, index, settings, rows, out, log_row)
+            _finish(run, group, index, settings, rows, out, context.log_row)
     if rank == 0:
         from lightning_diffusion.sweep.compare import PairedRows
         from lightning_diffusion.sweep.curves import plot_curves

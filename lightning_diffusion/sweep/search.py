@@ -20,16 +20,15 @@ import csv
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
-from torch import Tensor
 
 from lightning_diffusion import distributed
 from lightning_diffusion.atomic import atomic_write
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import Column, column
+from lightning_diffusion.sweep.context import SweepContext
 from lightning_diffusion.sweep.models import SweepModels
 from lightning_diffusion.sweep.outputs import row_columns
 from lightning_diffusion.sweep.plans import RowPlan
@@ -103,15 +102,7 @@ def check_objective(
 
 
 def run_search(
-    models: SweepModels,
-    settings: SweepSettings,
-    out: str | Path,
-    real_batches: Callable[[int], Iterable[Tensor]],
-    reference_id: Any,
-    cache_dir: str | Path,
-    log_row: Callable[[dict[str, Any], Path], None] | None = None,
-    progress: bool = True,
-    prompts: Prompts | None = None,
+    models: SweepModels, settings: SweepSettings, out: str | Path, context: SweepContext
 ) -> list[dict[str, Any]]:
     """The search's result rows, one per sweep row (and EMA length), after running its rounds into
     ``out/round<r>/``; rank 0 writes ``search.json``, ``search.csv``, ``curves.png`` and ``frontier.csv``.
@@ -121,7 +112,7 @@ def run_search(
     metric_name, target = settings.search_objective()
     metric = column(metric_name)
     plans = settings.plans()
-    check_objective(models, plans, target, prompts)
+    check_objective(models, plans, target, context.prompts)
     out = Path(out)
     rounds = {
         _key(plan): schedule(
@@ -153,16 +144,7 @@ def run_search(
                 search_budget=None,
             ).without_unused(())
             rows = run_sweep(
-                models,
-                round_settings,
-                folder,
-                real_batches,
-                reference_id,
-                cache_dir,
-                log_row,
-                progress,
-                prompts,
-                first_seed_set=index * settings.seed_sets,
+                models, round_settings, folder, context, first_seed_set=index * settings.seed_sets
             )
         for plan in active:
             key = _key(plan)
