@@ -80,7 +80,7 @@ def draw_method(
 def error_bars(rows: Sequence[dict[str, Any]], name: str) -> list[list[float]] | None:
     """Matplotlib's (2, n) lower and upper error-bar lengths of column ``name``: to the ends of each row's
     bootstrap interval, else one standard deviation over its seed sets, else none (0); None when no row
-    has either. An interval that does not hold the value (a biased metric's) is cut at the value."""
+    has either. An interval that does not hold the value (rare: a skewed metric) is cut at the value."""
     lower, upper, found = [], [], False
     for row in rows:
         value = row[name]
