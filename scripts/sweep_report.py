@@ -39,7 +39,7 @@ def rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-FRONTIER_KEYS = ("fid", "fid_lo", "fid_hi", "fid_same_set", "selection_bias", "tie")
+FRONTIER_KEYS = ("fid", "fid_lo", "fid_hi", "fid_same_set", "set_effect", "selection_bias", "tie")
 TEXT_KEYS = ("method", "scale", "ema", "tie")
 
 

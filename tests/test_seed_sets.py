@@ -126,8 +126,23 @@ def test_frontier_chooses_on_one_set_and_reports_on_the_others():
     entry = next(e for e in table if e["min_class_accuracy"] == 0.95)
     assert entry["scale"] == 2.0  # chosen on set 0
     assert entry["fid"] == pytest.approx(5.2)  # reported on sets 1 and 2: the winner's curse shows
-    assert entry["fid_same_set"] == 3.0 and entry["selection_bias"] == pytest.approx(2.2)
+    assert entry["fid_same_set"] == 3.0
+    assert entry["set_effect"] == pytest.approx(0.3)  # the other rows: (0 + 0.6) / 2
+    assert entry["selection_bias"] == pytest.approx(2.2 - 0.3)
     assert entry["class_accuracy"] == pytest.approx(0.99) and entry["recall"] == 0.5
+
+
+def test_a_set_harder_for_every_row_is_no_selection_bias():
+    """Set 0 is 1.0 worse for every row (they share its noise) and no row is lucky: the held-out FID is
+    1.0 lower than the same-set one, all of it set effect, none of it the winner's curse."""
+    rows = held_out_rows()
+    for row in rows:
+        for entry in row["seed_sets"]:
+            entry["fid"] = 4.0 + row["scale"] + (1.0 if entry["seed_set"] == 0 else 0.0)
+        row.update(combine(row["seed_sets"]))
+    entry = next(e for e in frontier_rows(rows) if e["min_class_accuracy"] == 0.95)
+    assert entry["fid"] - entry["fid_same_set"] == pytest.approx(-1.0)
+    assert entry["set_effect"] == pytest.approx(-1.0) and entry["selection_bias"] == pytest.approx(0.0)
 
 
 def test_two_processes_give_the_rows_and_intervals_of_one(checkpoints, tmp_path):  # noqa: F811

@@ -77,11 +77,13 @@ def frontier_rows(
 
     Rows of K >= 2 seed sets are chosen on their first set and reported on the mean of the others
     (held-out selection, as Kynkäänniemi et al. 2024 choose the guidance interval): ``fid_same_set`` is
-    the chosen row's FID on the set it was chosen on (the same-set optimum, biased low) and
-    ``selection_bias`` the held-out FID minus it. With ``paired`` (``sweep.compare``: the rows' saved
-    features in ``folder``), ``fid_lo``/``fid_hi`` bound the reported FID and ``tie`` marks, at each level,
-    the methods whose FID is not distinguishable from the lowest (the paired 95 % interval of the
-    difference holds 0; the lowest itself is True)."""
+    the chosen row's FID on the set it was chosen on (the same-set optimum, biased low). Every row sees
+    the same noise in a set, so sets differ for all rows alike (one set may be harder): ``set_effect`` is
+    that shared difference, held-out minus selection-set FID averaged over the other rows, and
+    ``selection_bias`` the chosen row's held-out minus same-set FID net of it (the winner's curse). With
+    ``paired`` (``sweep.compare``: the rows' saved features in ``folder``), ``fid_lo``/``fid_hi`` bound the
+    reported FID and ``tie`` marks, at each level, the methods whose FID is not distinguishable from the
+    lowest (the paired 95 % interval of the difference holds 0; the lowest itself is True)."""
     table: list[dict[str, Any]] = []
     chosen: dict[int, tuple[dict[str, Any], list[int] | None]] = {}  # entry position -> row, report sets
     held_out = any(row_sets(row) for row in rows)
@@ -101,8 +103,12 @@ def frontier_rows(
             }
             if held_out:
                 same_set = _selection(best).get("fid") if best is not None else None
+                effect = set_effect([row for row in rows if row is not best]) if best is not None else None
                 entry["fid_same_set"] = same_set
-                entry["selection_bias"] = None if same_set is None else entry["fid"] - same_set
+                entry["set_effect"] = effect
+                entry["selection_bias"] = (
+                    None if same_set is None or effect is None else entry["fid"] - same_set - effect
+                )
             if best is not None:
                 sets = row_sets(best)
                 chosen[len(table)] = (best, None if sets is None else [s["seed_set"] for s in sets[1:]])
@@ -110,6 +116,17 @@ def frontier_rows(
     if paired is not None and folder is not None:
         _mark_intervals_and_ties(table, chosen, paired, Path(folder))
     return table
+
+
+def set_effect(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The mean over ``rows`` (those with seed sets and a FID on each) of their FID on the report sets
+    minus their FID on the selection set: how much the held-out sets differ for any row, chosen or not."""
+    differences = [
+        _reported(row)["fid"] - _selection(row)["fid"]
+        for row in rows
+        if row_sets(row) and _selection(row).get("fid") is not None and _reported(row).get("fid") is not None
+    ]
+    return sum(differences) / len(differences) if differences else None
 
 
 def _selection(row: dict[str, Any]) -> dict[str, Any]:
