@@ -7,10 +7,11 @@ the per-sample data the sweep already gathered (``RowMetric.resampled``: feature
 network evaluation). The 2.5 % and 97.5 % quantiles of the B values, minus the bootstrap's bias estimate
 mean(values) - value, are the 95 % interval (``<column>_lo``, ``<column>_hi``) of the metric's expected
 value at the row's N. The shift matters for biased metrics: a resample repeats samples, so its FID carries
-a larger small-sample bias than the row's own, and the plain percentile interval lies wholly above the
-row's FID. Measured on Gaussians (N = 200 generated against 1000 real, 200 repeats, B = 500), the plain
-percentile interval held the expected FID in 69 % of repeats at d = 8 and in none at d = 32 and 64; the
-shifted one in 97 %, 99 % and 100 % (``tests/test_bootstrap.py`` keeps the d = 4 case). For unbiased
+a larger small-sample bias than the row's own, and the plain percentile interval drifts above the row's
+FID. Measured on Gaussians (N = 200 generated against 1000 real, 200 repeats, B = 500), the plain
+percentile interval held the expected FID in 69 % of repeats at d = 8 and in none at d = 32 and 64 (where
+it lay wholly above the row's FID); the shifted one in 97 %, 99 % and 100 % (``tests/test_bootstrap.py``
+keeps a d = 8, N = 100 case). It errs wide: a resample's FID also spreads more than the row's. For unbiased
 metrics (means, KID) the shift is about 0 and the two agree. With K seed sets each set is resampled on its
 own and the B values are averaged over the sets, so the interval is that of the row's value, the mean over
 the sets.
