@@ -25,7 +25,7 @@ from lightning_diffusion.named_registry import NamedRegistry
 ENTRY_POINT_GROUP = "lightning_diffusion.methods"
 MODIFIERS = ("interval", "schedule", "rescale", "threshold")
 
-_methods: NamedRegistry[GuidanceMethod] = NamedRegistry("guidance method", "registered methods", sort=True)
+_methods: NamedRegistry[GuidanceMethod] = NamedRegistry("guidance method", "guidance methods", sort=True)
 _discovered = False
 
 
