@@ -97,28 +97,29 @@ def bootstrap_interval(values: Tensor, point: float, level: float = LEVEL) -> tu
     return float(low) - bias, float(high) - bias
 
 
-def mean_over_sets(per_set: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Each column's draws averaged over the seed sets (columns every set has)."""
-    if not per_set:
-        return {}
-    shared = set(per_set[0]).intersection(*per_set[1:])
-    return {
-        name: torch.stack([draws[name] for draws in per_set]).mean(dim=0)
-        for name in per_set[0]
-        if name in shared
-    }
+def interval_over_sets(
+    per_set: Sequence[Tensor], point: float, level: float = LEVEL
+) -> tuple[float, float] | None:
+    """The interval of a value that is the mean over seed sets (``point``), from each set's draws (B,)
+    averaged over the sets: ``bootstrap_interval`` of the averaged draws."""
+    return bootstrap_interval(torch.stack(list(per_set)).mean(dim=0), point, level)
 
 
 def interval_columns(
     per_set_values: Sequence[dict[str, Any]], per_set_draws: Sequence[dict[str, Tensor]], level: float = LEVEL
 ) -> dict[str, float | None]:
     """``<column>_lo`` and ``<column>_hi`` of the row's value (the mean over its seed sets) from each set's
-    values and draws; None where a column has too few finite draws or a set has no value."""
+    values and draws, for the columns every set has draws of; None where a column has too few finite draws
+    or a set has no value."""
     found: dict[str, float | None] = {}
-    for name, draws in mean_over_sets(per_set_draws).items():
+    if not per_set_draws:
+        return found
+    shared = set(per_set_draws[0]).intersection(*per_set_draws[1:])
+    for name in (name for name in per_set_draws[0] if name in shared):
         points = [values.get(name) for values in per_set_values]
         interval = None
         if all(point is not None for point in points):
-            interval = bootstrap_interval(draws, float(np.mean(points)), level)
+            per_set = [entry[name] for entry in per_set_draws]
+            interval = interval_over_sets(per_set, float(np.mean(points)), level)
         found[f"{name}_lo"], found[f"{name}_hi"] = interval if interval is not None else (None, None)
     return found

@@ -27,9 +27,9 @@ from lightning_diffusion.metrics.registry import Resamples, RowMetric
 from lightning_diffusion.sweep.bootstrap import (
     LEVEL,
     bootstrap_generator,
-    bootstrap_interval,
     check_resamples,
     draw_resamples,
+    interval_over_sets,
     resampled_values,
 )
 from lightning_diffusion.sweep.saved_features import SavedRow, load_reference, load_row
@@ -188,8 +188,8 @@ class PairedRows:
         estimates = {}
         for name in _shared_columns([values for values, _ in per_set]):
             value = float(np.mean([values[name] for values, _ in per_set]))
-            draws = torch.stack([d[name] for _, d in per_set]).mean(dim=0)
-            low, high = bootstrap_interval(draws, value, self.level) or (None, None)
+            draws = [d[name] for _, d in per_set]
+            low, high = interval_over_sets(draws, value, self.level) or (None, None)
             estimates[name] = Estimate(value, low, high)
         return estimates
 
@@ -220,8 +220,8 @@ class PairedRows:
         for name in _shared_columns([values for pair in per_set for values, _ in pair]):
             a = float(np.mean([pair[0][0][name] for pair in per_set]))
             b = float(np.mean([pair[1][0][name] for pair in per_set]))
-            draws = torch.stack([pair[1][1][name] - pair[0][1][name] for pair in per_set]).mean(dim=0)
-            low, high = bootstrap_interval(draws, b - a, self.level) or (None, None)
+            draws = [pair[1][1][name] - pair[0][1][name] for pair in per_set]
+            low, high = interval_over_sets(draws, b - a, self.level) or (None, None)
             found[name] = Difference(a, b, b - a, low, high)
         return found
 
