@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import evaluate  # noqa: E402
 from lightning_diffusion.sweep.compare import PairedRows  # noqa: E402
-from lightning_diffusion.sweep.search import ACCURACY_TOLERANCE  # noqa: E402
+from lightning_diffusion.sweep.frontier import reaches_accuracy  # noqa: E402
 from lightning_diffusion.sweep.settings import DEFAULT_SEARCH_TARGET  # noqa: E402
 
 
@@ -56,11 +56,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def grid_optimum(rows: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
     """The grid row of lowest FID among those reaching ``target`` class accuracy."""
-    qualifying = [
-        row
-        for row in rows
-        if row.get("fid") is not None and (row.get("class_accuracy") or 0) >= target - ACCURACY_TOLERANCE
-    ]
+    qualifying = [row for row in rows if row.get("fid") is not None and reaches_accuracy(row, target)]
     return min(qualifying, key=lambda row: row["fid"], default=None)
 
 

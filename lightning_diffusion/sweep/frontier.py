@@ -141,14 +141,18 @@ def _reported(row: dict[str, Any]) -> dict[str, Any]:
     return row if sets is None else combine(sets[1:])
 
 
+def reaches_accuracy(values: dict[str, Any], level: float | None) -> bool:
+    """Whether ``values`` (a row, or one seed set's) reach ``level`` class accuracy; any do for None."""
+    accuracy = values.get("class_accuracy")
+    return level is None or (accuracy is not None and accuracy >= level - ACCURACY_TOLERANCE)
+
+
 def _best(rows: Sequence[dict[str, Any]], level: float) -> dict[str, Any] | None:
     """The row of lowest FID (on the selection set) among those reaching ``level`` class accuracy there."""
     qualifying = [
         row
         for row in rows
-        if _selection(row).get("class_accuracy") is not None
-        and _selection(row)["class_accuracy"] >= level - ACCURACY_TOLERANCE
-        and _selection(row).get("fid") is not None
+        if reaches_accuracy(_selection(row), level) and _selection(row).get("fid") is not None
     ]
     return min(qualifying, key=lambda row: _selection(row)["fid"], default=None)
 

@@ -29,6 +29,7 @@ from lightning_diffusion.atomic import atomic_write
 from lightning_diffusion.config import ConfigError
 from lightning_diffusion.metrics import Column, column
 from lightning_diffusion.sweep.context import SweepContext
+from lightning_diffusion.sweep.frontier import reaches_accuracy, write_frontier
 from lightning_diffusion.sweep.models import SweepModels
 from lightning_diffusion.sweep.outputs import row_columns
 from lightning_diffusion.sweep.plans import RowPlan
@@ -38,7 +39,6 @@ from lightning_diffusion.sweep.settings import SweepSettings
 KEEP = 3  # each round keeps the best 1/KEEP of the scales (rounded up)
 GROWTH = 2  # and samples them with GROWTH times the samples
 DEFAULT_RESAMPLES = 1000  # bootstrap resamples of the last round when the sweep set none
-ACCURACY_TOLERANCE = 1e-6  # class accuracy is a float32 mean (as in frontier.py)
 
 
 def schedule(scales: int, num_samples: int, seed_sets: int, budget: int | None) -> list[tuple[int, int]]:
@@ -66,7 +66,7 @@ def ranked(rows: Iterable[dict[str, Any]], metric: Column, target: float | None)
         value, accuracy = row.get(metric.name), row.get("class_accuracy")
         if value is None:
             return 2, 0.0
-        if target is None or (accuracy is not None and accuracy >= target - ACCURACY_TOLERANCE):
+        if reaches_accuracy(row, target):
             return 0, -value if metric.higher_is_better else value
         return 1, -(accuracy if accuracy is not None else -math.inf)
 
@@ -206,13 +206,11 @@ def _result(
     row: dict[str, Any], history: list[dict[str, Any]], metric: Column, target: float | None, folder: Path
 ) -> dict[str, Any]:
     """A row's search result: its last round's best row (metrics and intervals) and what it cost."""
-    accuracy = row.get("class_accuracy")
-    reached = target is None or (accuracy is not None and accuracy >= target - ACCURACY_TOLERANCE)
     return {
         **{key: value for key, value in row.items() if key != "seed_sets"},
         "search_metric": metric.name,
         "search_target": target,
-        "reached_target": reached,
+        "reached_target": reaches_accuracy(row, target),
         "num_samples": history[-1]["num_samples"],
         "samples": sum(entry["samples"] for entry in history),
         "rounds": len(history),
@@ -223,7 +221,6 @@ def _result(
 
 def _write(out: Path, found: list[dict[str, Any]], histories: list[list[dict[str, Any]]]) -> None:
     from lightning_diffusion.sweep.curves import plot_curves
-    from lightning_diffusion.sweep.frontier import write_frontier
 
     record = [{**result, "history": history} for result, history in zip(found, histories, strict=True)]
     atomic_write(out / "search.json", lambda handle: json.dump(record, handle, indent=2), mode="w")
