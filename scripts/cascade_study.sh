@@ -9,13 +9,9 @@
 # FITS_ONLY=1 (train, skip the evaluation).
 set -euo pipefail
 root=${ROOT:-runs/study/cascade}
-python=${PYTHON:-.venv/bin/python}
 steps=${STEPS:-1500}
 samples=${NUM_SAMPLES:-500}
 read -r -a aug_levels <<< "${AUG_LEVELS:-0 0.05 0.1 0.2 0.3}"
-read -r -a fit_args <<< "${FIT_ARGS:-}"
-read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
-[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 source "$(dirname "$0")/fit.sh"
 
 fit base32 fashion_mnist denoiser --trainer.max_epochs -1 --trainer.max_steps "$steps"

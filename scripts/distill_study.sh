@@ -13,15 +13,11 @@
 set -euo pipefail
 data=fashion_mnist
 root=${ROOT:-runs/study/distill}
-python=${PYTHON:-.venv/bin/python}
 teacher_time=${TEACHER_TIME:-00:00:10:00}
 distill_time=${DISTILL_TIME:-00:00:05:00}
 round_time=${ROUND_TIME:-00:00:02:00}
 samples=${NUM_SAMPLES:-300}
 num_real=${NUM_REAL:-1000}
-read -r -a fit_args <<< "${FIT_ARGS:-}"
-read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
-[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 mkdir -p "$root"
 
 source "$(dirname "$0")/fit.sh"

@@ -12,10 +12,6 @@
 # SWEEP_ARGS (e.g. "--seed_sets 3" for intervals over seed sets, "--features inception").
 set -euo pipefail
 root=${ROOT:-runs/ema_study}
-python=${PYTHON:-.venv/bin/python}
-read -r -a fit_args <<< "${FIT_ARGS:-}"
-read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
-[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 source "$(dirname "$0")/fit.sh"
 ckpt() { echo "$root/$1/checkpoints/last.ckpt"; }
 overlay=(--config configs/trainer/posthoc_ema.yaml --trainer.max_epochs -1)

@@ -1,6 +1,11 @@
-# Sourced by the study scripts. Reads root, python, NO_WANDB and fit_args.
+# Sourced by the study scripts after they set root. Sets python (PYTHON, default .venv/bin/python),
+# fit_args (FIT_ARGS) and sweep_args (SWEEP_ARGS, plus --wandb false under NO_WANDB=1).
 # fit NAME DATA CONFIG [overrides...]: train configs/DATA/CONFIG.yaml into $root/NAME once (a finished
 # component is reused on a re-run). test_evaluator DATA: report $root/evaluator's test accuracy.
+python=${PYTHON:-.venv/bin/python}
+read -r -a fit_args <<< "${FIT_ARGS:-}"
+read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
+[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 fit() {
   local name=$1 data=$2 config=$3; shift 3
   [ -f "$root/$name/checkpoints/last.ckpt" ] && { echo "reusing $root/$name"; return; }

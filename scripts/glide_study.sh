@@ -8,13 +8,9 @@
 # NO_WANDB=1, SWEEP_ARGS (as in guidance_study.sh), FITS_ONLY=1 (train, skip the sweeps).
 set -euo pipefail
 root=${ROOT:-runs/study/shapes}
-python=${PYTHON:-.venv/bin/python}
 denoiser_steps=${DENOISER_STEPS:-3000}
 clip_steps=${CLIP_STEPS:-1500}
 samples=${NUM_SAMPLES:-500}
-read -r -a fit_args <<< "${FIT_ARGS:-}"
-read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
-[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 source "$(dirname "$0")/fit.sh"
 
 fit denoiser shapes denoiser --trainer.max_epochs -1 --trainer.max_steps "$denoiser_steps"

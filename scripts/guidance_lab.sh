@@ -12,10 +12,6 @@
 set -euo pipefail
 data=${1:-fashion_mnist}
 root=${ROOT:-runs/lab/$data}
-python=${PYTHON:-.venv/bin/python}
-read -r -a fit_args <<< "${FIT_ARGS:-}"
-read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
-[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 source "$(dirname "$0")/fit.sh"
 ckpt() { echo "$root/$1/checkpoints/last.ckpt"; }
 

@@ -10,7 +10,6 @@
 set -euo pipefail
 data=${1:-digits}
 root=${ROOT:-runs/study/$data}
-python=${PYTHON:-.venv/bin/python}
 case $data in
   digits) denoiser_time=00:00:04:00; guide_time=00:00:00:20; samples=500 ;;
   fashion_mnist) denoiser_time=00:00:10:00; guide_time=00:00:01:00; samples=300 ;;
@@ -19,9 +18,6 @@ esac
 denoiser_time=${DENOISER_TIME:-$denoiser_time}
 guide_time=${GUIDE_TIME:-$guide_time}
 samples=${NUM_SAMPLES:-$samples}
-read -r -a fit_args <<< "${FIT_ARGS:-}"
-read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
-[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false)
 
 source "$(dirname "$0")/fit.sh"
 

@@ -11,16 +11,13 @@
 set -euo pipefail
 data=${DATA:-shapes}
 root=${ROOT:-runs/study/$data}
-python=${PYTHON:-.venv/bin/python}
 denoiser_steps=${DENOISER_STEPS:-3000}
 clip_steps=${CLIP_STEPS:-1500}
 prior_steps=${PRIOR_STEPS:-3000}
 samples=${NUM_SAMPLES:-500}
-read -r -a fit_args <<< "${FIT_ARGS:-}"
-read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
 variation_args=()
-[ "${NO_WANDB:-0}" = 1 ] && sweep_args+=(--wandb false) && variation_args+=(--no_wandb)
 source "$(dirname "$0")/fit.sh"
+[ "${NO_WANDB:-0}" = 1 ] && variation_args+=(--no_wandb)
 case "$data" in
   shapes) text_config=denoiser ;;
   fashion_mnist) text_config=text_denoiser ;;
